@@ -1,0 +1,29 @@
+"""Layers whose architecture changes during training."""
+
+from keras_gradnets.layers.gradnet import GradNet
+from keras_gradnets.layers.gradual_batch_normalization import (
+    GradualBatchNormalization,
+)
+from keras_gradnets.layers.gradual_conv import GradualConv1D
+from keras_gradnets.layers.gradual_conv import GradualConv2D
+from keras_gradnets.layers.gradual_dropout import GradualDropout
+from keras_gradnets.layers.gradual_layer import GradualLayer
+from keras_gradnets.layers.gradual_nin import GradualNiN2D
+from keras_gradnets.layers.gradual_pooling import GradualPooling1D
+from keras_gradnets.layers.gradual_pooling import GradualPooling2D
+from keras_gradnets.layers.grelu import GReLU
+from keras_gradnets.layers.grelu import InverseGReLU
+
+__all__ = [
+    "GReLU",
+    "GradNet",
+    "GradualBatchNormalization",
+    "GradualConv1D",
+    "GradualConv2D",
+    "GradualDropout",
+    "GradualLayer",
+    "GradualNiN2D",
+    "GradualPooling1D",
+    "GradualPooling2D",
+    "InverseGReLU",
+]
