@@ -1,6 +1,21 @@
 """Turning a trained keras_gradnets model into a plain Keras model."""
 
+import inspect
+
 import keras
+
+
+def _call_accepted(layer, *args, **kwargs):
+    """Calls `layer`, dropping keyword arguments its `call` does not take.
+
+    `clone_model` replays the original layer's call arguments (such as the
+    `mask=None` that Keras records for `BatchNormalization`) on the layer
+    that replaces it, which may not accept them.
+    """
+    parameters = inspect.signature(layer.call).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in parameters}
+    return layer(*args, **kwargs)
 
 
 class _Finalizer:
@@ -52,7 +67,9 @@ class _Finalizer:
             )
         try:
             return keras.models.clone_model(
-                model, clone_function=self.replace_one
+                model,
+                clone_function=self.replace_one,
+                call_function=_call_accepted,
             )
         except ValueError as error:
             raise ValueError(

@@ -28,11 +28,13 @@ class GradNetScheduler(keras.callbacks.Callback):
     value reaches the compiled train step on every backend (on JAX the
     callback writes through `self.model`, which syncs the training state).
 
-    It writes the current `g` into the epoch `logs`, under `"g"`, or under
-    `"g_<layer name>"` for each layer when the layers' values differ, so the
-    progress bar, `History`, `CSVLogger` and TensorBoard record it. Place it
-    before a `CSVLogger` in the callbacks list so that the logger sees the
-    key.
+    It writes the `g` its layers hold into the epoch `logs`, so the progress
+    bar, `History`, `CSVLogger` and TensorBoard record it: under `"g"` when
+    it drives all the model's gradual layers and they share one value, and
+    under `"g_<layer name>"` for each layer otherwise (given `layers`, or
+    values set apart by other code), so that two schedulers never write the
+    same key. Place it before a `CSVLogger` in the callbacks list so that the
+    logger sees the keys.
 
     Training resumed with `fit(initial_epoch=k)` (for `unit="epoch"`) or
     from a saved model, whose optimizer keeps its iteration count (for
@@ -126,7 +128,7 @@ class GradNetScheduler(keras.callbacks.Callback):
             return
         _ = self.model  # On JAX, reading `model` syncs the variables.
         values = {layer.name: g_value(layer) for layer in self.layers}
-        if len(set(values.values())) == 1:
+        if self._given_layers is None and len(set(values.values())) == 1:
             logs["g"] = next(iter(values.values()))
         else:
             logs.update({f"g_{name}": v for name, v in values.items()})

@@ -1,0 +1,43 @@
+"""Helpers shared by the tests."""
+
+import keras
+from keras import ops
+
+BACKEND = keras.backend.backend()
+
+
+class LastBatchMean(keras.metrics.Metric):
+    """Reports the mean prediction of the latest batch, not a running mean.
+
+    Metric variables live in the compiled train step's state on every
+    backend, so this reads what the step itself computed.
+    """
+
+    def __init__(self, name="last_mean", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable(shape=(), initializer="zeros")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.value.assign(ops.cast(ops.mean(y_pred), self.value.dtype))
+
+    def result(self):
+        return self.value
+
+
+class BatchRecorder(keras.callbacks.Callback):
+    """Records one key of the batch logs after every step."""
+
+    def __init__(self, key):
+        super().__init__()
+        self.key = key
+        self.values = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.values.append(float(logs[self.key]))
+
+
+def jit_modes():
+    """The `jit_compile` settings worth testing on this backend."""
+    if BACKEND == "torch":
+        return [False]
+    return [False, True]

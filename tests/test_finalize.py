@@ -1,0 +1,150 @@
+"""finalize: a plain Keras model with the same outputs."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_gradnets
+from keras_gradnets import layers
+from keras_gradnets._walk import walk_layers
+
+X_IMG = np.random.default_rng(1).normal(size=(4, 8, 8, 3)).astype("float32")
+
+
+def _set_all_g(model, value):
+    for layer in walk_layers(model):
+        if hasattr(layer, "g"):
+            layer.g.assign(value)
+
+
+def _cnn_layers():
+    return [
+        layers.GradualNiN2D(6, 3, padding="same"),
+        layers.GradualBatchNormalization(),
+        layers.GradualConv2D(3, activation="relu"),
+        layers.GradualPooling2D(2),
+        layers.GReLU(),
+        layers.GradualDropout(0.3, seed=1),
+        layers.GradNet(
+            keras.layers.AveragePooling2D(2),
+            keras.Sequential(
+                [keras.layers.Conv2D(6, 2, strides=2), layers.GReLU()]
+            ),
+        ),
+        keras.layers.Flatten(),
+        keras.layers.Dense(5),
+    ]
+
+
+def _train_briefly(model):
+    model.compile("adam", "mse")
+    model.fit(X_IMG, np.ones((4, 5), "float32"), epochs=2, verbose=0)
+
+
+def _class_names(model):
+    return [layer.__class__.__name__ for layer in model.layers]
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+@pytest.mark.parametrize("g", [0.0, 1.0])
+def test_outputs_equal_and_layers_are_plain(kind, g, tmp_path):
+    if kind == "sequential":
+        model = keras.Sequential([keras.Input((8, 8, 3)), *_cnn_layers()])
+    else:
+        inputs = keras.Input((8, 8, 3))
+        x = inputs
+        for layer in _cnn_layers():
+            x = layer(x)
+        model = keras.Model(inputs, x)
+    _train_briefly(model)
+    _set_all_g(model, g)
+
+    plain = keras_gradnets.finalize(model)
+
+    np.testing.assert_allclose(
+        plain.predict(X_IMG, verbose=0),
+        model.predict(X_IMG, verbose=0),
+        atol=1e-5,
+    )
+    for layer in plain.layers:
+        assert not layer.__class__.__module__.startswith("keras_gradnets")
+    # A plain model loads without keras_gradnets' registered objects.
+    path = os.path.join(tmp_path, "plain.keras")
+    plain.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(X_IMG, verbose=0),
+        model.predict(X_IMG, verbose=0),
+        atol=1e-5,
+    )
+
+
+def test_sequential_end_point_structure():
+    model = keras.Sequential([keras.Input((8, 8, 3)), *_cnn_layers()])
+    _set_all_g(model, 1.0)
+    names = _class_names(keras_gradnets.finalize(model))
+    # NiN -> conv + 1x1 conv, BN -> removed, conv kept, pooling -> max,
+    # GReLU -> ReLU, dropout kept, GradNet -> its late block.
+    assert names == [
+        "Conv2D",
+        "Conv2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "ReLU",
+        "Dropout",
+        "Sequential",
+        "Flatten",
+        "Dense",
+    ]
+    _set_all_g(model, 0.0)
+    names = _class_names(keras_gradnets.finalize(model))
+    assert names == [
+        "Conv2D",
+        "BatchNormalization",
+        "AveragePooling2D",
+        "Identity",
+        "Identity",
+        "AveragePooling2D",
+        "Flatten",
+        "Dense",
+    ]
+
+
+def test_finalized_model_shares_no_weights():
+    model = keras.Sequential([keras.Input((8, 8, 3)), *_cnn_layers()])
+    _set_all_g(model, 1.0)
+    plain = keras_gradnets.finalize(model)
+    source = {id(v) for v in model.weights}
+    assert not source & {id(v) for v in plain.weights}
+
+
+def test_layer_between_end_points_is_an_error_naming_it():
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(3), layers.GReLU(name="mid")]
+    )
+    model.layers[-1].g.assign(0.5)
+    with pytest.raises(ValueError, match="Layer 'mid'.*g=0.5"):
+        keras_gradnets.finalize(model)
+
+
+def test_inverse_grelu_at_g0_is_an_error():
+    model = keras.Sequential([keras.Input((3,)), layers.InverseGReLU()])
+    with pytest.raises(ValueError, match="absolute value"):
+        keras_gradnets.finalize(model)
+
+
+def test_subclassed_model_is_an_error():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.act = layers.GReLU(g=1.0)
+
+        def call(self, x):
+            return self.act(x)
+
+    net = Net()
+    net(np.ones((1, 2)))
+    with pytest.raises(ValueError, match="Sequential and functional"):
+        keras_gradnets.finalize(net)
