@@ -21,7 +21,7 @@ class LastBatchMean(keras.metrics.Metric):
         self.value.assign(ops.cast(ops.mean(y_pred), self.value.dtype))
 
     def result(self):
-        return self.value
+        return ops.convert_to_tensor(self.value)
 
 
 class BatchRecorder(keras.callbacks.Callback):
