@@ -52,6 +52,16 @@ class GradualDropout(GradualLayer):
     def call(self, inputs, training=False):
         if not training or self.rate == 0:
             return inputs
+        if keras.backend.backend() == "torch":
+            # Torch runs layers eagerly: with a float rate, Keras's dropout
+            # takes torch's fused kernel, as `keras.layers.Dropout` does.
+            rate = float(ops.convert_to_numpy(self.g)) * self.rate
+            return keras.random.dropout(
+                inputs,
+                rate,
+                noise_shape=self.noise_shape,
+                seed=self.seed_generator,
+            )
         keep = 1 - ops.cast(self.g, inputs.dtype) * self.rate
         noise = keras.random.uniform(
             self._noise_shape(inputs),

@@ -1,0 +1,143 @@
+"""Overhead of keras_gradnets layers and callbacks, as measured ratios.
+
+Run: python benchmarks/overhead.py [--backends tensorflow jax torch]
+
+For each backend (in its own process) every variant trains the same MLP
+(6 x Dense(256), batch 128, 50 steps an epoch) for one epoch per round; the
+variants of a comparison run alternately in each round, and the printed
+ratio is the median over rounds of (variant time / baseline time). Fit-time
+ratios on a small, shared machine move by several percent from run to run.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+PAIRS = [
+    ("GReLU / LeakyReLU", "grelu", "leaky_relu", 1.03),
+    ("GradualDropout / Dropout", "gradual_dropout", "dropout", 1.05),
+    ("fit + GradNetScheduler(epoch) / fit", "scheduler_epoch", "grelu", 1.03),
+    ("fit + GradNetScheduler(step) / fit", "scheduler_step", "grelu", 1.03),
+]
+
+
+def worker(rounds):
+    import keras
+    import numpy as np
+
+    import keras_gradnets as kg
+
+    def mlp(activation, dropout=None):
+        layers = [keras.Input((256,))]
+        for _ in range(6):
+            layers += [keras.layers.Dense(256), activation()]
+            if dropout is not None:
+                layers.append(dropout())
+        layers.append(keras.layers.Dense(10))
+        model = keras.Sequential(layers)
+        model.compile(keras.optimizers.SGD(0.01), "mse")
+        return model
+
+    grelu_model = mlp(lambda: kg.layers.GReLU(g=0.5))
+    variants = {
+        "leaky_relu": (mlp(lambda: keras.layers.LeakyReLU(0.5)), []),
+        "grelu": (grelu_model, []),
+        "dropout": (
+            mlp(keras.layers.ReLU, lambda: keras.layers.Dropout(0.5)),
+            [],
+        ),
+        "gradual_dropout": (
+            mlp(
+                keras.layers.ReLU,
+                lambda: kg.layers.GradualDropout(0.5, g=1.0),
+            ),
+            [],
+        ),
+        # Schedules that never finish, so g is written every epoch / step.
+        "scheduler_epoch": (
+            grelu_model,
+            [kg.callbacks.GradNetScheduler(tau=10**6)],
+        ),
+        "scheduler_step": (
+            grelu_model,
+            [kg.callbacks.GradNetScheduler(tau=10**9, unit="step")],
+        ),
+    }
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128 * 50, 256)).astype("float32")
+    y = rng.normal(size=(128 * 50, 10)).astype("float32")
+
+    def run(name):
+        model, callbacks = variants[name]
+        start = time.perf_counter()
+        model.fit(
+            x, y, batch_size=128, epochs=1, verbose=0, callbacks=callbacks
+        )
+        return time.perf_counter() - start
+
+    for name in variants:
+        run(name)
+    results = []
+    for label, variant, baseline, target in PAIRS:
+        ratios = []
+        for r in range(rounds):
+            order = (variant, baseline) if r % 2 else (baseline, variant)
+            times = {name: run(name) for name in order}
+            ratios.append(times[variant] / times[baseline])
+        results.append(
+            {
+                "label": label,
+                "ratio": float(np.median(ratios)),
+                "spread": [float(np.min(ratios)), float(np.max(ratios))],
+                "target": target,
+            }
+        )
+    print(json.dumps(results))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--backends", nargs="+", default=["tensorflow", "jax", "torch"]
+    )
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.rounds)
+        return
+    print(
+        f"{'backend':<11} {'comparison':<38} {'ratio':>6} "
+        f"{'min-max':>13} {'target':>7}"
+    )
+    for backend in args.backends:
+        out = (
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    "--rounds",
+                    str(args.rounds),
+                ],
+                env={**os.environ, "KERAS_BACKEND": backend},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        for row in json.loads(out):
+            low, high = row["spread"]
+            print(
+                f"{backend:<11} {row['label']:<38} {row['ratio']:>6.3f} "
+                f"{low:>6.3f}-{high:<6.3f} {'<=' + str(row['target']):>7}"
+            )
+
+
+if __name__ == "__main__":
+    main()
