@@ -52,8 +52,12 @@ class GReLU(GradualLayer):
     [-1.0, -0.25, 0.0, 2.0]
     """
 
+    def negative_slope(self):
+        """The current slope of the negative part, `1 - g`."""
+        return 1 - self.g
+
     def call(self, inputs):
-        return _leaky(inputs, 1 - self.g)
+        return _leaky(inputs, self.negative_slope())
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -66,7 +70,7 @@ class GReLU(GradualLayer):
 
 
 @keras.saving.register_keras_serializable(package="keras_gradnets")
-class InverseGReLU(GradualLayer):
+class InverseGReLU(GReLU):
     """Inverse gradual ReLU: absolute value at `g=0`, ReLU at `g=1`.
 
     The blend `(1 - g) * |x| + g * relu(x)` is a leaky ReLU whose negative
@@ -87,11 +91,9 @@ class InverseGReLU(GradualLayer):
     [2.0, 0.0, 2.0]
     """
 
-    def call(self, inputs):
-        return _leaky(inputs, self.g - 1)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def negative_slope(self):
+        """The current slope of the negative part, `-(1 - g)`."""
+        return self.g - 1
 
     def early_layers(self):
         raise ValueError(
@@ -99,6 +101,3 @@ class InverseGReLU(GradualLayer):
             "value, which no built-in Keras layer computes. Train until g=1 "
             "before calling `keras_gradnets.finalize`, or keep this layer."
         )
-
-    def late_layers(self):
-        return [keras.layers.ReLU()]
