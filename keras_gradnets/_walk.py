@@ -4,6 +4,9 @@ import keras
 
 
 def _children(layer):
+    if isinstance(layer, keras.Model):
+        yield from layer.layers
+        return
     for value in vars(layer).values():
         if isinstance(value, keras.layers.Layer):
             yield value
@@ -19,7 +22,8 @@ def walk_layers(root):
     """Yields every layer reachable from `root` (itself included), once.
 
     Nested models, wrappers (`TimeDistributed`, `GradNet`, ...) and layers
-    kept in attributes of custom layers are all visited.
+    kept in attributes of custom layers are all visited, depth first, in the
+    order of `model.layers` (for a Sequential model, input to output).
     """
     seen = set()
     stack = [root]

@@ -18,7 +18,9 @@ def test_notebook_executes(name):
     env_full = os.environ.pop("KERAS_GRADNETS_FULL", None)
     try:
         NotebookClient(
-            notebook, timeout=900, kernel_name="python3",
+            notebook,
+            timeout=900,
+            kernel_name="python3",
             resources={"metadata": {"path": NOTEBOOKS}},
         ).execute()
     finally:

@@ -243,7 +243,7 @@ def test_bad_arguments_raise_value_error(kwargs, match):
 def test_model_without_gradual_layers_is_an_error():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
-    with pytest.raises(ValueError, match="found no layer with a mixing"):
+    with pytest.raises(ValueError, match="found no layer with a variable `g`"):
         model.fit(
             np.ones((2, 2)),
             np.ones((2, 1)),

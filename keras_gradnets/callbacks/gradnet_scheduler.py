@@ -4,17 +4,10 @@ import keras
 
 from keras_gradnets import schedules
 from keras_gradnets._checks import check_choice
-from keras_gradnets._walk import walk_layers
+from keras_gradnets.callbacks.layer_state import check_layers
+from keras_gradnets.callbacks.layer_state import find_layers
+from keras_gradnets.callbacks.layer_state import schedule_value
 from keras_gradnets.layers.gradual_layer import g_value
-
-
-def _has_g(layer):
-    return isinstance(getattr(layer, "g", None), keras.Variable)
-
-
-def schedule_value(schedule, step):
-    """Evaluates `schedule` at `step` as a Python float."""
-    return float(keras.ops.convert_to_numpy(schedule(step)))
 
 
 class GradNetScheduler(keras.callbacks.Callback):
@@ -82,33 +75,19 @@ class GradNetScheduler(keras.callbacks.Callback):
         self.schedule = schedules.get(schedule)
         self.unit = check_choice("unit", unit, ("epoch", "step"))
         if layers is not None:
-            layers = list(layers)
-            for layer in layers:
-                if not _has_g(layer):
-                    raise ValueError(
-                        "Invalid value received for argument `layers`. "
-                        "Expected layers that have a mixing weight variable "
-                        f"`g`. Received: {layer!r}"
-                    )
+            layers = check_layers(layers, "g")
         self._given_layers = layers
         self.layers = []
         self._written = None
         self._epoch_start_step = 0
 
     def on_train_begin(self, logs=None):
-        model = self.model
-        if self._given_layers is not None:
-            self.layers = self._given_layers
-        else:
-            self.layers = [
-                layer for layer in walk_layers(model) if _has_g(layer)
-            ]
-        if not self.layers:
-            raise ValueError(
-                f"GradNetScheduler found no layer with a mixing weight `g` in "
-                f"model '{model.name}'. Add a gradual layer (for example "
-                "`keras_gradnets.layers.GReLU()`) or pass `layers=[...]`."
-            )
+        self.layers = self._given_layers or find_layers(
+            self.model,
+            "g",
+            "GradNetScheduler",
+            "keras_gradnets.layers.GReLU()",
+        )
         self._written = None
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -13,6 +13,8 @@ from keras_gradnets.layers.gradual_pooling import GradualPooling1D
 from keras_gradnets.layers.gradual_pooling import GradualPooling2D
 from keras_gradnets.layers.grelu import GReLU
 from keras_gradnets.layers.grelu import InverseGReLU
+from keras_gradnets.layers.mollified import MollifiedActivation
+from keras_gradnets.layers.mollified import MollifiedDense
 
 __all__ = [
     "GReLU",
@@ -26,4 +28,6 @@ __all__ = [
     "GradualPooling1D",
     "GradualPooling2D",
     "InverseGReLU",
+    "MollifiedActivation",
+    "MollifiedDense",
 ]

@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from keras_gradnets._checks import check_unit_interval
+from keras_gradnets.layers.state import add_unit_interval_weight
+from keras_gradnets.layers.state import scalar_value
 
 
 class GradualLayer(keras.layers.Layer):
@@ -26,7 +27,7 @@ class GradualLayer(keras.layers.Layer):
 
     def __init__(self, g=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.g = add_g_weight(self, g)
+        self.g = add_unit_interval_weight(self, "g", g)
 
     def blend(self, early, late):
         """Returns `(1 - g) * early + g * late`, exact at `g` in {0, 1}."""
@@ -66,27 +67,6 @@ class GradualLayer(keras.layers.Layer):
         return {**super().get_config(), "g": g_value(self)}
 
 
-def add_g_weight(layer, g):
-    """Adds the non-trainable float32 scalar `g` to `layer`.
-
-    Args:
-        layer: The layer that owns the variable.
-        g: Initial value, a float in [0, 1].
-
-    Returns:
-        The new variable.
-    """
-    g = check_unit_interval("g", g)
-    return layer.add_weight(
-        shape=(),
-        initializer=keras.initializers.Constant(g),
-        dtype="float32",
-        trainable=False,
-        autocast=False,
-        name="g",
-    )
-
-
 def g_value(layer):
     """Returns the current `g` of `layer` as a Python float."""
-    return float(ops.convert_to_numpy(layer.g))
+    return scalar_value(layer.g)

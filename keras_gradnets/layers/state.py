@@ -1,0 +1,33 @@
+"""Non-trainable scalar state of layers: a mixing weight, a probability."""
+
+import keras
+from keras import ops
+
+from keras_gradnets._checks import check_unit_interval
+
+
+def add_unit_interval_weight(layer, name, value):
+    """Adds a non-trainable float32 scalar in [0, 1] named `name` to `layer`.
+
+    Args:
+        layer: The layer that owns the variable.
+        name: Variable and argument name, used in error messages.
+        value: Initial value, a float in [0, 1].
+
+    Returns:
+        The new variable.
+    """
+    value = check_unit_interval(name, value)
+    return layer.add_weight(
+        shape=(),
+        initializer=keras.initializers.Constant(value),
+        dtype="float32",
+        trainable=False,
+        autocast=False,
+        name=name,
+    )
+
+
+def scalar_value(variable):
+    """Returns the value of a scalar variable as a Python float."""
+    return float(ops.convert_to_numpy(variable))

@@ -1,0 +1,402 @@
+"""Mollified layers, p schedules and MollifierScheduler."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_gradnets
+from keras_gradnets import layers
+from keras_gradnets import schedules
+from keras_gradnets.callbacks import MollifierScheduler
+from tests.helpers import BatchRecorder
+from tests.helpers import LastBatchMean
+from tests.helpers import jit_modes
+
+X = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+ACTIVATIONS = ["sigmoid", "tanh", "hard_sigmoid", "relu"]
+
+
+def numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+def _dense_reference(layer, x):
+    pre = x @ numpy(layer.kernel) + numpy(layer.bias)
+    return numpy(keras.activations.get(layer.activation)(pre))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize(
+    "units, skip", [(6, "auto"), (9, "pad"), (4, "pad"), (5, "project")]
+)
+def test_p1_is_exactly_the_skip_path(activation, units, skip):
+    layer = layers.MollifiedDense(units, activation, skip=skip, p=1.0, seed=1)
+    layer.build(X.shape)
+    if skip == "project":
+        expected = X @ numpy(layer.skip_kernel)
+    elif units >= 6:
+        expected = np.pad(X, [[0, 0], [0, units - 6]])
+    else:
+        expected = X[:, :units]
+    for training in (True, False):
+        np.testing.assert_array_equal(
+            numpy(layer(X, training=training)), expected
+        )
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_p0_is_exactly_the_activation_without_noise(activation):
+    layer = layers.MollifiedDense(6, activation, p=0.0, seed=2)
+    layer.build(X.shape)
+    expected = numpy(
+        keras.activations.get(activation)(
+            ops.matmul(X, layer.kernel) + layer.bias
+        )
+    )
+    for training in (True, True, False):
+        np.testing.assert_array_equal(
+            numpy(layer(X, training=training)), expected
+        )
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("p", [0.3, 0.7])
+def test_training_mean_matches_inference_expectation(activation, p):
+    layer = layers.MollifiedDense(6, activation, c=200.0, p=p, seed=3)
+    layer.build(X.shape)
+    layer.a.assign(np.full(6, 2.0, "float32"))
+    samples = np.stack([numpy(layer(X, training=True)) for _ in range(3000)])
+    standard_error = samples.std(axis=0) / np.sqrt(len(samples))
+    error = np.abs(samples.mean(axis=0) - numpy(layer(X, training=False)))
+    assert np.all(error <= 5 * standard_error + 1e-6)
+    assert samples.std(axis=0).max() > 0  # it is random in between
+
+
+def test_deterministic_training_uses_the_expectation():
+    layer = layers.MollifiedDense(6, p=0.4, deterministic=True, seed=4)
+    np.testing.assert_allclose(
+        numpy(layer(X, training=True)), numpy(layer(X, training=False))
+    )
+
+
+def test_noise_pushes_sigmoid_towards_its_linear_approximation():
+    layer = layers.MollifiedDense(
+        6, "sigmoid", c=1e4, p=0.5, seed=5, deterministic=True
+    )
+    layer.build(X.shape)
+    pre = X @ numpy(layer.kernel) + numpy(layer.bias)
+    layer.a.assign(np.full(6, 50.0, "float32"))
+    linear = 0.5 + pre / 4
+    out = numpy(layer(X))
+    expected = 0.5 * X + 0.5 * linear
+    saturated = np.abs(pre) > 1
+    np.testing.assert_allclose(out[saturated], expected[saturated], atol=2e-3)
+
+
+def test_mollified_activation_matches_mollified_dense():
+    dense = layers.MollifiedDense(6, "tanh", p=0.5, seed=6)
+    dense.build(X.shape)
+    activation = layers.MollifiedActivation("tanh", p=0.5, seed=6)
+    pre = ops.matmul(X, dense.kernel) + dense.bias
+    activation.build([pre.shape, X.shape])
+    activation.a.assign(dense.a)
+    np.testing.assert_allclose(
+        numpy(activation([pre, X])), numpy(dense(X)), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="same shape"):
+        layers.MollifiedActivation()([X, X[:, :3]])
+
+
+def test_gradients_reach_kernel_and_a():
+    model = keras.Sequential(
+        [keras.Input((6,)), layers.MollifiedDense(6, p=0.5, seed=7)]
+    )
+    layer = model.layers[0]
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    before = [numpy(v).copy() for v in (layer.kernel, layer.a)]
+    model.fit(X, np.ones((8, 6)), epochs=3, verbose=0)
+    for old, variable in zip(before, (layer.kernel, layer.a), strict=True):
+        assert not np.array_equal(old, numpy(variable))
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: layers.MollifiedDense(4, p=1.5), "`p`.*Received: p=1.5"),
+        (lambda: layers.MollifiedDense(4, p=-0.1), "`p`"),
+        (lambda: layers.MollifiedDense(4, c=-1), "`c`"),
+        (lambda: layers.MollifiedDense(4, skip="zero"), "`skip`"),
+        (lambda: layers.MollifiedDense(4, activation="elu"), "`activation`"),
+        (lambda: layers.MollifiedDense(0), "`units`"),
+        (lambda: layers.MollifiedActivation(p=2), "`p`"),
+        (lambda: schedules.MollifyExponential(-1), "`k`.*Received: k=-1"),
+        (lambda: schedules.SqrtDecay(0), "`total_steps`"),
+        (lambda: schedules.LinearDecay(-5), "`total_steps`"),
+        (lambda: schedules.LinearDecay(10, p_min=1.5), "`p_min`"),
+        (lambda: schedules.SqrtDecay(10, p_min=-0.5), "`p_min`"),
+        (
+            lambda: MollifierScheduler(schedules.LinearDecay(5), stop_depth=-1),
+            "`stop_depth`",
+        ),
+    ],
+)
+def test_bad_arguments_raise_value_error(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_identity_skip_needs_equal_widths():
+    with pytest.raises(ValueError, match="skip='identity'"):
+        layers.MollifiedDense(4, skip="identity")(X)
+
+
+def test_schedules_follow_their_formulas():
+    exponential = schedules.MollifyExponential(k=50)
+    cases = [(1, 1, 4, 1.0), (10, 2, 4, 0.5), (500, 4, 4, 2.0)]
+    for t, depth, num_layers, v in cases:
+        assert exponential(t, layer=depth, num_layers=num_layers, loss=v) == (
+            pytest.approx(1 - np.exp(-50 * v * depth / (t * num_layers)))
+        )
+    sqrt, linear = schedules.SqrtDecay(400, 0.1), schedules.LinearDecay(
+        400, 0.1
+    )
+    for t in [0, 1, 100, 324, 400, 1000]:
+        assert sqrt(t) == pytest.approx(max(0.1, 1 - np.sqrt(t / 400)))
+        assert linear(t) == pytest.approx(max(0.1, 1 - t / 400))
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        schedules.MollifyExponential(30),
+        schedules.SqrtDecay(50, 0.2),
+        schedules.LinearDecay(50, 0.0),
+    ],
+)
+def test_schedules_are_monotone_bounded_and_serializable(schedule):
+    for layer in (1, 3):
+        values = [schedule(t, layer=layer, num_layers=3) for t in range(1, 200)]
+        assert np.all(np.diff(values) <= 0)
+        assert min(values) >= getattr(schedule, "p_min", 0.0)
+        assert max(values) <= 1.0
+    restored = schedules.deserialize(schedules.serialize(schedule))
+    assert restored.get_config() == schedule.get_config()
+    assert restored(7, layer=2, num_layers=3) == schedule(
+        7, layer=2, num_layers=3
+    )
+
+
+def test_exponential_anneals_lower_layers_faster():
+    schedule = schedules.MollifyExponential(30)
+    assert schedule(100, layer=1, num_layers=3) < schedule(
+        100, layer=3, num_layers=3
+    )
+
+
+# A probe: zero kernel and bias with ReLU give psi = 0, so the expected
+# output of a unit is p times its input (1 here): the batch mean is the p
+# the compiled step used.
+X_PROBE = np.ones((16, 1), "float32")
+
+
+def probe_model(jit_compile="auto", depth=1):
+    model = keras.Sequential(
+        [keras.Input((1,))]
+        + [
+            layers.MollifiedDense(
+                1, "relu", kernel_initializer="zeros", deterministic=True
+            )
+            for _ in range(depth)
+        ]
+    )
+    model.compile(
+        keras.optimizers.SGD(0.0),
+        "mse",
+        metrics=[LastBatchMean()],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+@pytest.mark.parametrize("jit_compile", jit_modes())
+def test_compiled_step_uses_p_of_the_update(jit_compile):
+    recorder = BatchRecorder("last_mean")
+    history = probe_model(jit_compile).fit(
+        X_PROBE,
+        X_PROBE,
+        batch_size=4,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[
+            MollifierScheduler(schedules.LinearDecay(10), use_loss=False),
+            recorder,
+        ],
+    )
+    expected = [1 - t / 10 for t in range(1, 9)]
+    np.testing.assert_allclose(recorder.values, expected, atol=1e-6)
+    name = "p_mollified_dense"
+    assert history.history[name] == pytest.approx([0.6, 0.2], abs=1e-6)
+    assert history.history["expected_depth"] == pytest.approx(
+        [0.6, 0.2], abs=1e-6
+    )
+
+
+def test_per_layer_exponential_schedule_and_stop_depth():
+    model = probe_model(depth=3)
+    scheduler = MollifierScheduler(
+        schedules.MollifyExponential(k=6), use_loss=False, stop_depth=1.5
+    )
+    history = model.fit(
+        X_PROBE,
+        X_PROBE,
+        batch_size=4,
+        epochs=3,
+        shuffle=False,
+        verbose=0,
+        callbacks=[scheduler],
+    )
+    # The product of the layers' p is what the probe sees; check the logs.
+    depth = history.history["expected_depth"]
+    assert scheduler.stopped
+    p = [numpy(layer.p) for layer in model.layers]
+    assert p[0] < p[1] < p[2]
+    t_stop = next(
+        t
+        for t in range(1, 100)
+        if sum(1 - np.exp(-6 * d / (t * 3)) for d in (1, 2, 3)) <= 1.5
+    )
+    np.testing.assert_allclose(
+        p, [1 - np.exp(-6 * d / (t_stop * 3)) for d in (1, 2, 3)], rtol=1e-6
+    )
+    assert depth[-1] == pytest.approx(sum(p), rel=1e-6)
+
+
+def test_loss_drives_exponential_schedule():
+    model = probe_model()
+    scheduler = MollifierScheduler(schedules.MollifyExponential(k=4))
+    history = model.fit(
+        X_PROBE,
+        3 * X_PROBE,
+        batch_size=4,
+        epochs=2,
+        verbose=0,
+        callbacks=[scheduler],
+    )
+    v = history.history["loss_average"][-1]
+    assert v == pytest.approx(history.history["loss"][-1], rel=0.2)
+    p = numpy(model.layers[0].p)
+    assert p == pytest.approx(1 - np.exp(-4 * v / 8), rel=0.05)
+
+
+def _regression(seed=11):
+    # Deterministic layers: Keras does not save random generator states, so
+    # only a noise-free run can be compared step for step after a reload.
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [keras.Input((4,))]
+        + [
+            layers.MollifiedDense(
+                8, "tanh", deterministic=True, name=f"molly{i}"
+            )
+            for i in range(2)
+        ]
+        + [keras.layers.Dense(1)]
+    )
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    return model
+
+
+def test_resume_keeps_p_and_the_loss_average(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = np.tanh(x.sum(axis=1, keepdims=True))
+    kwargs = dict(batch_size=8, shuffle=False, verbose=0)
+
+    def scheduler():
+        return MollifierScheduler(schedules.MollifyExponential(k=40))
+
+    full = _regression()
+    full_history = full.fit(x, y, epochs=6, callbacks=[scheduler()], **kwargs)
+
+    first = _regression()
+    first.fit(x, y, epochs=3, callbacks=[scheduler()], **kwargs)
+    path = os.path.join(tmp_path, "halfway.keras")
+    first.save(path)
+    resumed = keras.saving.load_model(path)
+    for layer, original in zip(resumed.layers, first.layers, strict=True):
+        if hasattr(layer, "p"):
+            assert numpy(layer.p) == numpy(original.p)
+            assert numpy(layer.loss_average) == numpy(original.loss_average)
+    resumed_history = resumed.fit(
+        x, y, epochs=6, initial_epoch=3, callbacks=[scheduler()], **kwargs
+    )
+    for key in ("p_molly0", "p_molly1", "loss_average"):
+        np.testing.assert_allclose(
+            resumed_history.history[key],
+            full_history.history[key][3:],
+            rtol=1e-4,
+        )
+
+
+def test_config_round_trip_keeps_p():
+    layer = layers.MollifiedDense(5, "tanh", c=20, skip="project", p=0.25)
+    clone = layers.MollifiedDense.from_config(layer.get_config())
+    assert numpy(clone.p) == 0.25 and clone.skip == "project" and clone.c == 20
+
+
+def test_scheduler_without_mollified_layers_is_an_error():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="found no layer with a variable `p`"):
+        model.fit(
+            np.ones((2, 2)),
+            np.ones((2, 1)),
+            verbose=0,
+            callbacks=[MollifierScheduler(schedules.LinearDecay(3))],
+        )
+
+
+def test_finalize_at_p0_gives_dense_with_equal_outputs():
+    model = _regression()
+    model.fit(X[:, :4], np.ones((8, 1)), epochs=1, verbose=0)
+    for layer in model.layers[:2]:
+        layer.p.assign(0.0)
+    plain = keras_gradnets.finalize(model)
+    assert [type(layer).__name__ for layer in plain.layers] == ["Dense"] * 3
+    np.testing.assert_allclose(
+        plain.predict(X[:, :4], verbose=0),
+        model.predict(X[:, :4], verbose=0),
+        atol=1e-5,
+    )
+    model.layers[0].p.assign(0.5)
+    with pytest.raises(ValueError, match="has p=0.5"):
+        keras_gradnets.finalize(model)
+
+
+from keras.src import testing  # noqa: E402
+
+
+class MollifiedLayerTestCase(testing.TestCase):
+    def test_mollified_dense(self):
+        self.run_layer_test(
+            layers.MollifiedDense,
+            {"units": 4, "p": 0.5, "seed": 1},
+            input_shape=(2, 3),
+            expected_output_shape=(2, 4),
+            expected_num_trainable_weights=3,
+            expected_num_non_trainable_weights=2,
+            expected_num_seed_generators=1,
+        )
+
+    def test_mollified_activation(self):
+        self.run_layer_test(
+            layers.MollifiedActivation,
+            {"activation": "relu", "p": 0.5},
+            input_shape=((2, 3), (2, 3)),
+            expected_output_shape=(2, 3),
+            expected_num_trainable_weights=1,
+        )
