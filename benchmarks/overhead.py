@@ -3,7 +3,8 @@
 Run: python benchmarks/overhead.py [--backends tensorflow jax torch]
 
 For each backend (in its own process) every variant trains the same MLP
-(6 x Dense(256), batch 128, 50 steps an epoch) for one epoch per round; the
+(6 x Dense(256), batch 128, 50 steps an epoch) for one epoch per round (or
+predicts the same data, for inference); the
 variants of a comparison run alternately in each round, and the printed
 ratio is the median over rounds of (variant time / baseline time). Fit-time
 ratios on a small, shared machine move by several percent from run to run.
@@ -21,6 +22,13 @@ PAIRS = [
     ("GradualDropout / Dropout", "gradual_dropout", "dropout", 1.05),
     ("fit + GradNetScheduler(epoch) / fit", "scheduler_epoch", "grelu", 1.03),
     ("fit + GradNetScheduler(step) / fit", "scheduler_step", "grelu", 1.03),
+    ("MollifiedDense / Dense+sigmoid, train", "mollified", "sigmoid", 1.5),
+    (
+        "MollifiedDense / Dense+sigmoid, infer",
+        "mollified_p0",
+        "sigmoid_predict",
+        1.05,
+    ),
 ]
 
 
@@ -30,10 +38,13 @@ def worker(rounds):
 
     import keras_gradnets as kg
 
-    def mlp(activation, dropout=None):
+    def mlp(activation, dropout=None, dense=None):
         layers = [keras.Input((256,))]
         for _ in range(6):
-            layers += [keras.layers.Dense(256), activation()]
+            if dense is None:
+                layers += [keras.layers.Dense(256), activation()]
+            else:
+                layers.append(dense())
             if dropout is not None:
                 layers.append(dropout())
         layers.append(keras.layers.Dense(10))
@@ -42,6 +53,13 @@ def worker(rounds):
         return model
 
     grelu_model = mlp(lambda: kg.layers.GReLU(g=0.5))
+    sigmoid_model = mlp(lambda: keras.layers.Activation("sigmoid"))
+    mollified_model = mlp(
+        None, dense=lambda: kg.layers.MollifiedDense(256, p=0.5)
+    )
+    mollified_p0_model = mlp(
+        None, dense=lambda: kg.layers.MollifiedDense(256, p=0.0)
+    )
     variants = {
         "leaky_relu": (mlp(lambda: keras.layers.LeakyReLU(0.5)), []),
         "grelu": (grelu_model, []),
@@ -65,20 +83,30 @@ def worker(rounds):
             grelu_model,
             [kg.callbacks.GradNetScheduler(tau=10**9, unit="step")],
         ),
+        "sigmoid": (sigmoid_model, []),
+        "mollified": (mollified_model, []),
+    }
+    # Inference after annealing (p=0): predict time, not fit time.
+    predicting = {
+        "mollified_p0": mollified_p0_model,
+        "sigmoid_predict": sigmoid_model,
     }
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128 * 50, 256)).astype("float32")
     y = rng.normal(size=(128 * 50, 10)).astype("float32")
 
     def run(name):
-        model, callbacks = variants[name]
         start = time.perf_counter()
-        model.fit(
-            x, y, batch_size=128, epochs=1, verbose=0, callbacks=callbacks
-        )
+        if name in predicting:
+            predicting[name].predict(x, batch_size=128, verbose=0)
+        else:
+            model, callbacks = variants[name]
+            model.fit(
+                x, y, batch_size=128, epochs=1, verbose=0, callbacks=callbacks
+            )
         return time.perf_counter() - start
 
-    for name in variants:
+    for name in [*variants, *predicting]:
         run(name)
     results = []
     for label, variant, baseline, target in PAIRS:

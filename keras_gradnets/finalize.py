@@ -34,8 +34,18 @@ class _Finalizer:
             ]
         if isinstance(layer, keras.Model):
             return [self.model(layer)]
+        if isinstance(layer, keras.layers.RNN) and hasattr(
+            layer.cell, "plain_cell"
+        ):
+            config = layer.get_config()
+            config["cell"] = keras.saving.serialize_keras_object(
+                layer.cell.plain_cell()
+            )
+            new = keras.layers.RNN.from_config(config)
+            self._weight_sources.append((new, layer.cell.plain_weights))
+            return [new]
         new = layer.__class__.from_config(layer.get_config())
-        self._weight_sources.append((new, layer))
+        self._weight_sources.append((new, layer.get_weights))
         return [new]
 
     def replace_one(self, layer):
@@ -80,8 +90,8 @@ class _Finalizer:
             ) from error
 
     def copy_weights(self):
-        for new, source in self._weight_sources:
-            new.set_weights(source.get_weights())
+        for new, weights in self._weight_sources:
+            new.set_weights(weights())
 
 
 def finalize(model):
@@ -90,9 +100,12 @@ def finalize(model):
     Every gradual layer is replaced by the component its state has reached:
     `GReLU` at `g=1` by a `ReLU`, `GradualDropout` by a `Dropout`,
     `GradualBatchNormalization` at `g=1` by nothing, `GradualConv2D` by its
-    `Conv2D`, `GradNet` by `late` (and by `early` at `g=0`). Nested models
-    are finalized too. The result holds copies of the weights, shares
-    nothing with `model`, and gives the same outputs in inference mode.
+    `Conv2D`, `GradNet` by `late` (and by `early` at `g=0`), a
+    `MollifiedDense` at `p=0` by a `Dense`, and an `RNN` of a mollified cell
+    at `p=0` by an `RNN` of the plain Keras cell (whose state no longer
+    carries the time step). Nested models are finalized too. The result
+    holds copies of the weights, shares nothing with `model`, and gives the
+    same outputs in inference mode.
 
     Args:
         model: A built `keras.Sequential` or functional `keras.Model`.

@@ -36,7 +36,7 @@ def test_p1_is_exactly_the_skip_path(activation, units, skip):
     layer = layers.MollifiedDense(units, activation, skip=skip, p=1.0, seed=1)
     layer.build(X.shape)
     if skip == "project":
-        expected = X @ numpy(layer.skip_kernel)
+        expected = numpy(ops.matmul(X, layer.skip_kernel))
     elif units >= 6:
         expected = np.pad(X, [[0, 0], [0, units - 6]])
     else:
@@ -375,6 +375,84 @@ def test_finalize_at_p0_gives_dense_with_equal_outputs():
     model.layers[0].p.assign(0.5)
     with pytest.raises(ValueError, match="has p=0.5"):
         keras_gradnets.finalize(model)
+
+
+SEQ = np.random.default_rng(2).normal(size=(3, 6, 4)).astype("float32")
+CELLS = [
+    (layers.MollifiedLSTMCell, keras.layers.LSTMCell),
+    (layers.MollifiedGRUCell, keras.layers.GRUCell),
+]
+
+
+@pytest.mark.parametrize("cell_cls, plain_cls", CELLS)
+def test_cells_at_p0_are_the_plain_keras_cells(cell_cls, plain_cls):
+    cell = cell_cls(5, p=0.0, seed=1)
+    rnn = keras.layers.RNN(cell, return_sequences=True)
+    rnn.build(SEQ.shape)
+    plain = keras.layers.RNN(
+        plain_cls(5, recurrent_activation="hard_sigmoid"),
+        return_sequences=True,
+    )
+    plain.build(SEQ.shape)
+    plain.set_weights(cell.plain_weights())
+    expected = numpy(plain(SEQ))
+    for training in (True, False):
+        np.testing.assert_allclose(
+            numpy(rnn(SEQ, training=training)), expected, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("cell_cls", [c for c, _ in CELLS])
+def test_cells_at_p1_average_their_candidates_in_expectation(cell_cls):
+    # With no recurrent weights the candidates depend on the inputs only;
+    # at p=1 the expected gates make the state their running mean (section
+    # 6: a bag-of-words model).
+    cell = cell_cls(5, p=1.0, recurrent_initializer="zeros", seed=2)
+    rnn = keras.layers.RNN(cell, return_sequences=True)
+    out = numpy(rnn(SEQ, training=False))
+    kernel, bias = numpy(cell.kernel), numpy(cell.bias)
+    if cell_cls is layers.MollifiedLSTMCell:
+        candidates = np.tanh(SEQ @ kernel[:, 10:15] + bias[10:15])
+        running_mean = np.cumsum(candidates, 1) / np.arange(1, 7)[:, None]
+        expected = np.tanh(running_mean)
+    else:
+        candidates = np.tanh(
+            SEQ @ kernel[:, 10:15] + bias[0, 10:15] + bias[1, 10:15]
+        )
+        expected = np.cumsum(candidates, 1) / np.arange(1, 7)[:, None]
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell_cls", [c for c, _ in CELLS])
+def test_cells_train_save_and_finalize(cell_cls, tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((6, 4)),
+            keras.layers.RNN(cell_cls(5, seed=3)),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile("adam", "mse")
+    history = model.fit(
+        SEQ,
+        np.ones((3, 1)),
+        batch_size=2,
+        epochs=2,
+        verbose=0,
+        callbacks=[MollifierScheduler(schedules.LinearDecay(4))],
+    )
+    assert history.history["expected_depth"] == pytest.approx([0.5, 0.0])
+    path = os.path.join(tmp_path, "rnn.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert numpy(loaded.layers[0].cell.p) == 0.0
+    plain = keras_gradnets.finalize(loaded)
+    assert type(plain.layers[0].cell).__name__ == cell_cls.__name__[9:]
+    np.testing.assert_allclose(
+        plain.predict(SEQ, verbose=0),
+        model.predict(SEQ, verbose=0),
+        atol=1e-5,
+    )
 
 
 from keras.src import testing  # noqa: E402

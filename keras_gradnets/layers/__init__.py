@@ -15,6 +15,8 @@ from keras_gradnets.layers.grelu import GReLU
 from keras_gradnets.layers.grelu import InverseGReLU
 from keras_gradnets.layers.mollified import MollifiedActivation
 from keras_gradnets.layers.mollified import MollifiedDense
+from keras_gradnets.layers.mollified_rnn import MollifiedGRUCell
+from keras_gradnets.layers.mollified_rnn import MollifiedLSTMCell
 
 __all__ = [
     "GReLU",
@@ -30,4 +32,6 @@ __all__ = [
     "InverseGReLU",
     "MollifiedActivation",
     "MollifiedDense",
+    "MollifiedGRUCell",
+    "MollifiedLSTMCell",
 ]
