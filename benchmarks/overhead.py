@@ -32,7 +32,7 @@ PAIRS = [
 ]
 
 
-def worker(rounds):
+def worker(rounds, only):
     import keras
     import numpy as np
 
@@ -110,6 +110,8 @@ def worker(rounds):
         run(name)
     results = []
     for label, variant, baseline, target in PAIRS:
+        if only and only not in label:
+            continue
         ratios = []
         for r in range(rounds):
             order = (variant, baseline) if r % 2 else (baseline, variant)
@@ -132,10 +134,13 @@ def main():
         "--backends", nargs="+", default=["tensorflow", "jax", "torch"]
     )
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument(
+        "--only", default="", help="run the comparisons whose label has this"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.rounds)
+        worker(args.rounds, args.only)
         return
     print(
         f"{'backend':<11} {'comparison':<38} {'ratio':>6} "
@@ -150,6 +155,8 @@ def main():
                     "--worker",
                     "--rounds",
                     str(args.rounds),
+                    "--only",
+                    args.only,
                 ],
                 env={**os.environ, "KERAS_BACKEND": backend},
                 capture_output=True,

@@ -424,6 +424,14 @@ def test_cells_at_p1_average_their_candidates_in_expectation(cell_cls):
 
 
 @pytest.mark.parametrize("cell_cls", [c for c, _ in CELLS])
+def test_cells_are_noisy_in_training_between_end_points(cell_cls):
+    rnn = keras.layers.RNN(cell_cls(5, p=0.5, seed=4), return_sequences=True)
+    first, second = (numpy(rnn(SEQ, training=True)) for _ in range(2))
+    assert not np.allclose(first, second)
+    assert not np.allclose(first, numpy(rnn(SEQ, training=False)))
+
+
+@pytest.mark.parametrize("cell_cls", [c for c, _ in CELLS])
 def test_cells_train_save_and_finalize(cell_cls, tmp_path):
     model = keras.Sequential(
         [

@@ -10,6 +10,7 @@ from keras_gradnets.layers.state import add_unit_interval_weight
 from keras_gradnets.layers.state import scalar_value
 
 _MEAN_HALF_NORMAL = math.sqrt(2.0 / math.pi)  # E|xi| for xi ~ N(0, 1)
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 class BaseMollifiedCell(keras.layers.Layer):
@@ -21,10 +22,16 @@ class BaseMollifiedCell(keras.layers.Layer):
     is the plain gate, at `p=1` its expectation is `gamma`. At inference (and
     with `deterministic=True`) the noise is replaced by its expectation.
     The cell's state carries the time step `t` (from 1) that the targets
-    `1/t` and `1 - 1/t` need.
+    `1/t` and `1 - 1/t` need, and a phase in [0, 1) per noisy gate unit:
+    JAX runs the recurrence in a scan, where a random generator cannot
+    advance, so each sequence draws its phases once (in
+    `get_initial_state`), each step moves them by the golden-ratio additive
+    recurrence, and `|xi| = sqrt(2) * erfinv(phase)` is half-normal at every
+    step (though not independent from step to step).
     """
 
     gates = 0
+    noisy_gates = 0
     plain_cell_class = None
     extra_plain = {}
 
@@ -68,23 +75,37 @@ class BaseMollifiedCell(keras.layers.Layer):
             name="bias",
         )
 
-    def gate(self, x, target, training):
-        """The mollified hard-sigmoid gate pulled towards `target`."""
+    def gates_noise(self, phase, training):
+        """Next phases and the half-normal noise of each noisy gate."""
+        phase = phase + _GOLDEN
+        phase = phase - ops.floor(phase)
+        if not training or self.deterministic:
+            return phase, [None] * self.noisy_gates
+        noise = math.sqrt(2.0) * ops.erfinv(ops.minimum(phase, 1 - 1e-6))
+        return phase, ops.split(noise, self.noisy_gates, axis=-1)
+
+    def gate(self, x, target, noise):
+        """The mollified hard-sigmoid gate pulled towards `target`.
+
+        `noise` is `|xi|` (half-normal), or `None` for its expectation.
+        """
         p = ops.cast(self.p, x.dtype)
         pull = 6.0 * (target - 0.5) - x  # hard_sigmoid^-1(target) - x
-        if training and not self.deterministic:
-            xi = keras.random.normal(
-                ops.shape(x), seed=self.seed_generator, dtype=x.dtype
-            )
-            x = x + p * pull * ops.abs(xi) / _MEAN_HALF_NORMAL
-        else:
-            x = x + p * pull
-        return ops.hard_sigmoid(x)
+        if noise is None:
+            return ops.hard_sigmoid(x + p * pull)
+        return ops.hard_sigmoid(x + p * pull * noise / _MEAN_HALF_NORMAL)
 
     def get_initial_state(self, batch_size=None):
+        *zeros, phase_size = self.state_size
         return [
             ops.zeros((batch_size, size), dtype=self.compute_dtype)
-            for size in self.state_size
+            for size in zeros
+        ] + [
+            keras.random.uniform(
+                (batch_size, phase_size),
+                seed=self.seed_generator,
+                dtype=self.compute_dtype,
+            )
         ]
 
     def plain_cell(self):
@@ -140,7 +161,8 @@ class MollifiedLSTMCell(BaseMollifiedCell):
     bag-of-words model. At `p=0` the cell is
     `keras.layers.LSTMCell(units, recurrent_activation="hard_sigmoid")`
     with the same weights (same layout: gates i, f, c, o). Use it in
-    `keras.layers.RNN`; the state is `[h, c, t]`.
+    `keras.layers.RNN`; the state is `[h, c, t, phase]` (see
+    `BaseMollifiedCell` for the phase that drives the noise).
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -153,7 +175,7 @@ class MollifiedLSTMCell(BaseMollifiedCell):
 
     Call arguments:
         inputs: 2D tensor `(batch, features)`, one time step.
-        states: List `[h, c, t]` of the previous step.
+        states: List `[h, c, t, phase]` of the previous step.
         training: Python boolean: sample the noise, or use its expectation.
 
     Example:
@@ -166,12 +188,13 @@ class MollifiedLSTMCell(BaseMollifiedCell):
     """
 
     gates = 4
+    noisy_gates = 3
     plain_cell_class = keras.layers.LSTMCell
     extra_plain = {}
 
     @property
     def state_size(self):
-        return [self.units, self.units, 1]
+        return [self.units, self.units, 1, 3 * self.units]
 
     @property
     def output_size(self):
@@ -181,20 +204,21 @@ class MollifiedLSTMCell(BaseMollifiedCell):
         return (4 * self.units,)
 
     def call(self, inputs, states, training=False):
-        h_prev, c_prev, t_prev = states
+        h_prev, c_prev, t_prev, phase = states
         t = t_prev + 1
+        phase, (noise_i, noise_f, noise_o) = self.gates_noise(phase, training)
         z = (
             ops.matmul(inputs, self.kernel)
             + ops.matmul(h_prev, self.recurrent_kernel)
             + self.bias
         )
         z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
-        i = self.gate(z_i, 1 / t, training)
-        f = self.gate(z_f, 1 - 1 / t, training)
-        o = self.gate(z_o, 1.0, training)
+        i = self.gate(z_i, 1 / t, noise_i)
+        f = self.gate(z_f, 1 - 1 / t, noise_f)
+        o = self.gate(z_o, 1.0, noise_o)
         c = f * c_prev + i * ops.tanh(z_c)
         h = o * ops.tanh(c)
-        return h, [h, c, t]
+        return h, [h, c, t, phase]
 
 
 @keras.saving.register_keras_serializable(package="keras_gradnets")
@@ -207,7 +231,8 @@ class MollifiedGRUCell(BaseMollifiedCell):
     update gate `1/t`): the state is the running mean of the candidates. At
     `p=0` the cell is `keras.layers.GRUCell(units,
     recurrent_activation="hard_sigmoid")` (with `reset_after=True`) with the
-    same weights. Use it in `keras.layers.RNN`; the state is `[h, t]`.
+    same weights. Use it in `keras.layers.RNN`; the state is
+    `[h, t, phase]`.
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -220,7 +245,7 @@ class MollifiedGRUCell(BaseMollifiedCell):
 
     Call arguments:
         inputs: 2D tensor `(batch, features)`, one time step.
-        states: List `[h, t]` of the previous step.
+        states: List `[h, t, phase]` of the previous step.
         training: Python boolean: sample the noise, or use its expectation.
 
     Example:
@@ -231,12 +256,13 @@ class MollifiedGRUCell(BaseMollifiedCell):
     """
 
     gates = 3
+    noisy_gates = 2
     plain_cell_class = keras.layers.GRUCell
     extra_plain = {"reset_after": True}
 
     @property
     def state_size(self):
-        return [self.units, 1]
+        return [self.units, 1, 2 * self.units]
 
     @property
     def output_size(self):
@@ -246,8 +272,9 @@ class MollifiedGRUCell(BaseMollifiedCell):
         return (2, 3 * self.units)
 
     def call(self, inputs, states, training=False):
-        h_prev, t_prev = states
+        h_prev, t_prev, phase = states
         t = t_prev + 1
+        phase, (noise_z, noise_r) = self.gates_noise(phase, training)
         input_bias, recurrent_bias = self.bias[0], self.bias[1]
         x_z, x_r, x_h = ops.split(
             ops.matmul(inputs, self.kernel) + input_bias, 3, axis=-1
@@ -257,8 +284,8 @@ class MollifiedGRUCell(BaseMollifiedCell):
             3,
             axis=-1,
         )
-        z = self.gate(x_z + r_z, 1 - 1 / t, training)
-        r = self.gate(x_r + r_r, 1.0, training)
+        z = self.gate(x_z + r_z, 1 - 1 / t, noise_z)
+        r = self.gate(x_r + r_r, 1.0, noise_r)
         candidate = ops.tanh(x_h + r * r_h)
         h = z * h_prev + (1 - z) * candidate
-        return h, [h, t]
+        return h, [h, t, phase]

@@ -48,10 +48,13 @@ def check_activation(activation):
     return check_choice("activation", name, tuple(LINEARIZATIONS))
 
 
-def _saturation(x, activation):
+def _saturation(x, a, activation):
+    """Returns `f(x)`, `delta = u(x) - f(x)` and `sigma` (lines 1-3)."""
     offset, slope = LINEARIZATIONS[activation]
     f = keras.activations.get(activation)(x)
-    return f, (offset + slope * x) - f
+    delta = (offset + slope * x) - f
+    sigma = ops.square(ops.sigmoid(ops.cast(a, x.dtype) * delta) - 0.5)
+    return f, delta, sigma
 
 
 def _expected_min(bound, scale):
@@ -82,22 +85,31 @@ def mollified_activation(
             (training), or use their expectations (inference).
     """
     p = ops.cast(p, x.dtype)
-    f, delta = _saturation(x, activation)
-    sigma = ops.square(ops.sigmoid(ops.cast(a, x.dtype) * delta) - 0.5)
-    scale = p * c * sigma
     if stochastic:
+        f, delta, sigma = _saturation(x, a, activation)
         xi = keras.random.normal(
             ops.shape(x), seed=seed_generator, dtype=x.dtype
         )
         psi = f + ops.sign(delta) * ops.minimum(
-            ops.abs(delta), scale * ops.abs(xi)
+            ops.abs(delta), p * c * sigma * ops.abs(xi)
         )
-        take_skip = (
-            keras.random.uniform(
-                ops.shape(x), seed=seed_generator, dtype=x.dtype
-            )
-            < p
+        u = keras.random.uniform(
+            ops.shape(x), seed=seed_generator, dtype=x.dtype
         )
-        return ops.where(take_skip, skip, psi)
-    psi = f + ops.sign(delta) * _expected_min(ops.abs(delta), scale)
-    return p * skip + (1 - p) * psi
+        return ops.where(u < p, skip, psi)
+
+    def expectation():
+        f, delta, sigma = _saturation(x, a, activation)
+        scale = p * c * sigma
+        psi = f + ops.sign(delta) * _expected_min(ops.abs(delta), scale)
+        return p * skip + (1 - p) * psi
+
+    def original():
+        return keras.activations.get(activation)(x)
+
+    # After annealing (p=0), inference costs what the activation costs.
+    if keras.backend.backend() == "torch":  # eager: a Python branch
+        if float(ops.convert_to_numpy(p)) == 0:
+            return original()
+        return expectation()
+    return ops.cond(p == 0, original, expectation)
