@@ -275,6 +275,24 @@ def test_per_layer_exponential_schedule_and_stop_depth():
     assert depth[-1] == pytest.approx(sum(p), rel=1e-6)
 
 
+def test_stop_depth_holds_across_fits():
+    model = probe_model(depth=2)
+    kwargs = dict(batch_size=4, shuffle=False, verbose=0)
+
+    def scheduler():
+        return MollifierScheduler(
+            schedules.LinearDecay(8), use_loss=False, stop_depth=1.0
+        )
+
+    model.fit(X_PROBE, X_PROBE, epochs=3, callbacks=[scheduler()], **kwargs)
+    stopped_at = [float(numpy(layer.p)) for layer in model.layers]
+    assert sum(stopped_at) <= 1.0
+    again = scheduler()
+    model.fit(X_PROBE, X_PROBE, epochs=2, callbacks=[again], **kwargs)
+    assert again.stopped
+    assert [float(numpy(layer.p)) for layer in model.layers] == stopped_at
+
+
 def test_loss_drives_exponential_schedule():
     model = probe_model()
     scheduler = MollifierScheduler(schedules.MollifyExponential(k=4))

@@ -29,7 +29,7 @@ class MollifierScheduler(keras.callbacks.Callback):
 
     Annealing stops for good once the expected depth `sum_l p_l` (the
     quantity of section 7) falls to `stop_depth` or below; the layers keep
-    their last `p`.
+    their last `p`, in later calls to `fit` and after a reload too.
 
     At the end of each epoch the logs get `p_<layer name>` for every layer,
     `expected_depth` and, with `use_loss=True`, `loss_average`.
@@ -107,7 +107,12 @@ class MollifierScheduler(keras.callbacks.Callback):
         self._loss_count = int(
             keras.ops.convert_to_numpy(self.model.optimizer.iterations)
         )
-        self.stopped = False
+        # A model that reached `stop_depth` before (in an earlier `fit`, or
+        # before it was saved) keeps its p.
+        self.stopped = self.stop_depth is not None and (
+            sum(scalar_value(layer.p) for layer in self.layers)
+            <= self.stop_depth
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start_step = int(
