@@ -7,6 +7,7 @@ from keras_gradnets._checks import check_choice
 from keras_gradnets._checks import check_number
 from keras_gradnets.layers.mollify import check_activation
 from keras_gradnets.layers.mollify import mollified_activation
+from keras_gradnets.layers.state import add_scalar_weight
 from keras_gradnets.layers.state import add_unit_interval_weight
 from keras_gradnets.layers.state import scalar_value
 
@@ -37,14 +38,7 @@ class BaseMollified(keras.layers.Layer):
         self.activation = check_activation(activation)
         self.c = float(check_number("c", c, low=0))
         self.p = add_unit_interval_weight(self, "p", p)
-        self.loss_average = self.add_weight(
-            shape=(),
-            initializer="zeros",
-            dtype="float32",
-            trainable=False,
-            autocast=False,
-            name="loss_average",
-        )
+        self.loss_average = add_scalar_weight(self, "loss_average", 0.0)
         self.deterministic = bool(deterministic)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)

@@ -6,6 +6,21 @@ from keras import ops
 from keras_gradnets._checks import check_unit_interval
 
 
+def add_scalar_weight(layer, name, value):
+    """Adds a non-trainable float32 scalar variable named `name` to `layer`.
+
+    It is never autocast, so mixed precision policies keep it in float32.
+    """
+    return layer.add_weight(
+        shape=(),
+        initializer=keras.initializers.Constant(value),
+        dtype="float32",
+        trainable=False,
+        autocast=False,
+        name=name,
+    )
+
+
 def add_unit_interval_weight(layer, name, value):
     """Adds a non-trainable float32 scalar in [0, 1] named `name` to `layer`.
 
@@ -17,15 +32,7 @@ def add_unit_interval_weight(layer, name, value):
     Returns:
         The new variable.
     """
-    value = check_unit_interval(name, value)
-    return layer.add_weight(
-        shape=(),
-        initializer=keras.initializers.Constant(value),
-        dtype="float32",
-        trainable=False,
-        autocast=False,
-        name=name,
-    )
+    return add_scalar_weight(layer, name, check_unit_interval(name, value))
 
 
 def scalar_value(variable):
