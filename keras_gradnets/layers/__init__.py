@@ -1,5 +1,9 @@
 """Layers whose architecture changes during training."""
 
+from keras_gradnets.layers.dynamic_conv import DynamicConv2D
+from keras_gradnets.layers.dynamic_dense import DynamicDense
+from keras_gradnets.layers.dynamic_layer import DynamicLayer
+from keras_gradnets.layers.dynamic_links import link_dynamic_layers
 from keras_gradnets.layers.gradnet import GradNet
 from keras_gradnets.layers.gradual_batch_normalization import (
     GradualBatchNormalization,
@@ -19,6 +23,9 @@ from keras_gradnets.layers.mollified_rnn import MollifiedGRUCell
 from keras_gradnets.layers.mollified_rnn import MollifiedLSTMCell
 
 __all__ = [
+    "DynamicConv2D",
+    "DynamicDense",
+    "DynamicLayer",
     "GReLU",
     "GradNet",
     "GradualBatchNormalization",
@@ -34,4 +41,5 @@ __all__ = [
     "MollifiedDense",
     "MollifiedGRUCell",
     "MollifiedLSTMCell",
+    "link_dynamic_layers",
 ]
