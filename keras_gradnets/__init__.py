@@ -1,5 +1,6 @@
 """keras_gradnets: networks that change their architecture during `fit`."""
 
+from keras_gradnets import analysis
 from keras_gradnets import callbacks
 from keras_gradnets import layers
 from keras_gradnets import schedules
@@ -7,4 +8,11 @@ from keras_gradnets.finalize import finalize
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "finalize", "layers", "schedules", "__version__"]
+__all__ = [
+    "analysis",
+    "callbacks",
+    "finalize",
+    "layers",
+    "schedules",
+    "__version__",
+]

@@ -4,6 +4,9 @@ import inspect
 
 import keras
 
+from keras_gradnets.layers.dynamic_layer import DynamicLayer
+from keras_gradnets.layers.dynamic_links import dynamic_readers
+
 
 def _call_accepted(layer, *args, **kwargs):
     """Calls `layer`, dropping keyword arguments its `call` does not take.
@@ -18,14 +21,57 @@ def _call_accepted(layer, *args, **kwargs):
     return layer(*args, **kwargs)
 
 
+def _zero_at_zero(activation):
+    if activation is None:
+        return True
+    value = keras.ops.convert_to_numpy(activation(keras.ops.zeros((1,))))
+    return bool(value[0] == 0)
+
+
 class _Finalizer:
     """Builds the plain replacement of a model and copies its weights."""
 
-    def __init__(self):
+    def __init__(self, model):
         self._weight_sources = []
+        # Dynamic layers whose readers all have a kernel over their units
+        # shrink to their active size, and so do those kernels' rows.
+        self._units = {}
+        self._rows = {}
+        for layer, (consumers, others) in dynamic_readers(model).items():
+            if consumers and not others:
+                self._units[id(layer)] = layer.active_units
+                for consumer in consumers:
+                    self._rows[id(consumer)] = layer.active_units
+            elif layer.active_units < layer.units and not _zero_at_zero(
+                layer.activation
+            ):
+                raise ValueError(
+                    f"Cannot finalize layer '{layer.name}': it is at "
+                    f"{layer.active_units} of {layer.units} units and read "
+                    f"by {[r.name for r in others] or 'the model output'}, "
+                    "which keep its full size, and its activation is not 0 "
+                    "at 0, so a plain layer cannot output zeros for the "
+                    "inactive units. Grow it to full capacity first."
+                )
+
+    def _dynamic(self, layer):
+        rows = self._rows.get(id(layer), layer.input_dim)
+        units = self._units.get(id(layer), layer.units)
+        new, weights = layer.plain_layer(rows, units)
+        self._weight_sources.append((new, lambda: weights))
+        return [new]
+
+    def _sliced_weights(self, layer):
+        rows = self._rows[id(layer)]
+        return [
+            w[..., :rows, :] if v is layer.kernel else w
+            for v, w in zip(layer.weights, layer.get_weights(), strict=True)
+        ]
 
     def replace(self, layer):
         """Returns the list of plain layers that stand for `layer`."""
+        if isinstance(layer, DynamicLayer):
+            return self._dynamic(layer)
         if hasattr(layer, "finalized_layers"):
             return [
                 new
@@ -45,7 +91,12 @@ class _Finalizer:
             self._weight_sources.append((new, layer.cell.plain_weights))
             return [new]
         new = layer.__class__.from_config(layer.get_config())
-        self._weight_sources.append((new, layer.get_weights))
+        if id(layer) in self._rows:
+            self._weight_sources.append(
+                (new, lambda: self._sliced_weights(layer))
+            )
+        else:
+            self._weight_sources.append((new, layer.get_weights))
         return [new]
 
     def replace_one(self, layer):
@@ -103,7 +154,11 @@ def finalize(model):
     `Conv2D`, `GradNet` by `late` (and by `early` at `g=0`), a
     `MollifiedDense` at `p=0` by a `Dense`, and an `RNN` of a mollified cell
     at `p=0` by an `RNN` of the plain Keras cell (whose state no longer
-    carries the time step). Nested models are finalized too. The result
+    carries the time step), and a `DynamicDense`/`DynamicConv2D` by a
+    `Dense`/`Conv2D` of its active size, with the rows of the kernels that
+    read it sliced to match (when every reader has such a kernel; otherwise
+    the plain layer keeps the full size, with zero weights for the inactive
+    units). Nested models are finalized too. The result
     holds copies of the weights, shares nothing with `model`, and gives the
     same outputs in inference mode.
 
@@ -126,7 +181,7 @@ def finalize(model):
     plain.save("plain.keras")  # loads without keras_gradnets
     ```
     """
-    finalizer = _Finalizer()
+    finalizer = _Finalizer(model)
     plain = finalizer.model(model)
     finalizer.copy_weights()
     return plain

@@ -7,6 +7,7 @@ from keras_gradnets.layers.dynamic_layer import DynamicLayer
 from keras_gradnets.layers.gradual_conv import _check_size
 
 
+@keras.saving.register_keras_serializable(package="keras_gradnets")
 class DynamicConv2D(DynamicLayer):
     """2D convolution that uses and trains a growing part of its filters.
 
@@ -103,6 +104,22 @@ class DynamicConv2D(DynamicLayer):
             shape = (1, -1, 1, 1) if self._channel_axis() == 1 else (-1,)
             outputs = ops.add(outputs, ops.reshape(bias, shape))
         return outputs
+
+    def _plain_layer(self, units):
+        return keras.layers.Conv2D(
+            units,
+            self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            data_format=self.data_format,
+            dilation_rate=self.dilation_rate,
+            activation=self.activation,
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            dtype=self.dtype_policy,
+            name=self.name,
+        )
 
     def get_config(self):
         config = super().get_config()

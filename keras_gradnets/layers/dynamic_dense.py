@@ -1,10 +1,12 @@
 """Dense layer with a growing active part."""
 
+import keras
 from keras import ops
 
 from keras_gradnets.layers.dynamic_layer import DynamicLayer
 
 
+@keras.saving.register_keras_serializable(package="keras_gradnets")
 class DynamicDense(DynamicLayer):
     """Densely connected layer that uses and trains a growing part of itself.
 
@@ -74,6 +76,17 @@ class DynamicDense(DynamicLayer):
         if bias is not None:
             outputs = ops.add(outputs, bias)
         return outputs
+
+    def _plain_layer(self, units):
+        return keras.layers.Dense(
+            units,
+            activation=self.activation,
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            dtype=self.dtype_policy,
+            name=self.name,
+        )
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

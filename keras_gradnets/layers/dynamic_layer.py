@@ -95,7 +95,6 @@ class DynamicLayer(keras.layers.Layer):
         # layer's tracking of sub-layers ignores.
         self._source = None
         self._consumers = []
-        self._opaque_readers = []
         self._models = []
         self._pristine = True
 
@@ -171,7 +170,7 @@ class DynamicLayer(keras.layers.Layer):
         if self.built:
             if active > old_active:
                 self._initialize_units(old_active, active)
-                for consumer in self.consumers:
+                for consumer in self._consumer_layers():
                     self._initialize_consumer(consumer, old_active, active)
             self._write_capacity()
         self._pristine = False
@@ -214,7 +213,7 @@ class DynamicLayer(keras.layers.Layer):
             self.kernels.append(
                 self.add_weight(
                     shape=self._kernel_shape(self.input_dim, size),
-                    initializer="zeros",
+                    initializer=self._chunk_initializer(i, kernel=True),
                     autocast=False,
                     name=f"kernel_{i}",
                 )
@@ -223,15 +222,29 @@ class DynamicLayer(keras.layers.Layer):
                 self.biases.append(
                     self.add_weight(
                         shape=(size,),
-                        initializer="zeros",
+                        initializer=self._chunk_initializer(i, kernel=False),
                         autocast=False,
                         name=f"bias_{i}",
                     )
                 )
         self._active_variable = self._add_count("active_units", self._active)
         self._frozen_variable = self._add_count("frozen_units", self._frozen)
-        self._initialize_units(0, self._active)
-        self._write_capacity()
+
+    def _chunk_initializer(self, i, kernel):
+        """Initializer of chunk `i`: a slice of a draw at the active shape."""
+        if i >= self.active_chunks:
+            return "zeros"
+        lo, hi = self.bounds[i], self.bounds[i + 1]
+
+        def initialize(shape, dtype=None):
+            if not kernel:
+                return self.bias_initializer((self._active,), dtype)[lo:hi]
+            full = self.kernel_initializer(
+                self._kernel_shape(self.input_units, self._active), dtype
+            )
+            return self._pad_rows(full[..., lo:hi], self.input_dim)
+
+        return initialize
 
     def _add_count(self, name, value):
         return self.add_weight(
@@ -281,19 +294,21 @@ class DynamicLayer(keras.layers.Layer):
 
     # Initialization ------------------------------------------------------
 
-    @property
-    def input_source(self):
-        """The dynamic layer whose output this layer reads, if linked."""
+    def _input_source(self):
+        """The dynamic layer whose output this layer reads, if linked.
+
+        (A method, not a property: `.keras` saving walks public attributes
+        and would save the linked layers a second time.)
+        """
         return None if self._source is None else self._source()
 
     @property
     def input_units(self):
         """Number of input units in use: the source layer's active units."""
-        source = self.input_source
+        source = self._input_source()
         return self.input_dim if source is None else source.active_units
 
-    @property
-    def consumers(self):
+    def _consumer_layers(self):
         """The linked layers that read this layer's units through a kernel."""
         return [ref() for ref in self._consumers if ref() is not None]
 
@@ -411,8 +426,10 @@ class DynamicLayer(keras.layers.Layer):
                 ops.stop_gradient(v.value) if i < frozen else v.value
                 for i, v in enumerate(variables[:active])
             ]
-            value = values[0] if len(values) == 1 else ops.concatenate(
-                values, axis=-1
+            value = (
+                values[0]
+                if len(values) == 1
+                else ops.concatenate(values, axis=-1)
             )
             return ops.cast(value, dtype)
 
@@ -442,6 +459,30 @@ class DynamicLayer(keras.layers.Layer):
         return outputs
 
     # Weights seen as one layer -----------------------------------------
+
+    def _plain_layer(self, units):
+        raise NotImplementedError
+
+    def plain_layer(self, rows, units):
+        """A built-in Keras layer equal to this one, and its weights.
+
+        Args:
+            rows: Number of input units the plain layer reads (the first).
+            units: Number of outputs, at least `active_units`; the ones
+                past `active_units` get zero weights.
+
+        Returns:
+            `(layer, weights)`: an unbuilt `Dense` or `Conv2D` and the list
+            of arrays for its `set_weights`.
+        """
+        kernel = ops.convert_to_numpy(self.kernel)[..., :rows, :units].copy()
+        kernel[..., self._active :] = 0
+        weights = [kernel]
+        if self.use_bias:
+            bias = ops.convert_to_numpy(self.bias)[:units].copy()
+            bias[self._active :] = 0
+            weights.append(bias)
+        return self._plain_layer(units), weights
 
     @property
     def kernel(self):
@@ -510,7 +551,7 @@ def initialize_for_capacity(layer):
     if not (layer.built and layer._pristine):
         return
     layer._initialize_units(0, layer.active_units)
-    for consumer in layer.consumers:
+    for consumer in layer._consumer_layers():
         if not isinstance(consumer, DynamicLayer):
             layer._initialize_consumer(consumer, 0, layer.active_units, True)
     layer._pristine = False

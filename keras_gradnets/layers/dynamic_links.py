@@ -1,6 +1,8 @@
 """Linking dynamic layers to the layers that read their outputs."""
 
-import weakref
+import itertools
+
+import keras
 
 from keras_gradnets._walk import walk_layers
 from keras_gradnets.layers.dynamic_layer import DynamicLayer
@@ -29,12 +31,57 @@ def _reads_units(layer, producer):
     )
 
 
+def _reader_pairs(model):
+    """Yields `(layer, reader)` for the direct connections inside `model`.
+
+    In a Sequential model each layer reads the one before it. In a
+    functional model a layer reads another when its `input` is the other's
+    `output` (layers used at several places have neither, and are skipped).
+    """
+    layers = model.layers
+    if isinstance(model, keras.Sequential):
+        yield from itertools.pairwise(layers)
+        return
+    outputs = [(layer, _tensor(layer, "output")) for layer in layers]
+    for reader in layers:
+        tensor = _tensor(reader, "input")
+        for layer, output in outputs:
+            if output is not None and tensor is output and layer is not reader:
+                yield layer, reader
+
+
+def dynamic_readers(model):
+    """Maps each dynamic layer of `model` to the layers that read it.
+
+    Returns:
+        A dict, in model order, from dynamic layer to `(consumers, others)`:
+        the readers with a kernel over its units, and the other readers.
+    """
+    readers = {
+        layer: []
+        for layer in walk_layers(model)
+        if isinstance(layer, DynamicLayer)
+    }
+    for submodel in walk_layers(model):
+        if not isinstance(submodel, keras.Model):
+            continue
+        for layer, reader in _reader_pairs(submodel):
+            if layer in readers:
+                readers[layer].append(reader)
+    result = {}
+    for producer, found in readers.items():
+        consumers = [r for r in found if _reads_units(r, producer)]
+        others = [r for r in found if r not in consumers]
+        result[producer] = (consumers, others)
+    return result
+
+
 def link_dynamic_layers(model):
     """Tells the dynamic layers of `model` which layers read their outputs.
 
-    Found from the model's graph (a layer reads a dynamic layer when its
-    `input` is that layer's `output`), in Sequential and functional models,
-    nested ones included. After linking:
+    Found from the model's graph (in a Sequential model, the next layer; in a
+    functional model, a layer whose `input` is that layer's `output`),
+    nested models included. After linking:
 
     * a dynamic layer that reads a dynamic layer uses only its active part;
     * growth initializes the weights that read the new units (`growth_init`);
@@ -59,21 +106,10 @@ def link_dynamic_layers(model):
             read by a layer without a kernel, or by none, where new units
             could not start with zero outgoing weights.
     """
-    layers = list(walk_layers(model))
-    dynamic = [layer for layer in layers if isinstance(layer, DynamicLayer)]
-    for producer in dynamic:
-        output = _tensor(producer, "output")
-        readers = [
-            layer
-            for layer in layers
-            if output is not None
-            and layer is not producer
-            and _tensor(layer, "input") is output
-        ]
-        consumers = [r for r in readers if _reads_units(r, producer)]
-        others = [r for r in readers if r not in consumers]
+    dynamic = []
+    for producer, (consumers, others) in dynamic_readers(model).items():
         if producer.growth_init == "function_preserving" and (
-            others or not readers
+            others or not consumers
         ):
             names = [r.name for r in others] or ["(the model output)"]
             raise ValueError(
@@ -86,7 +122,7 @@ def link_dynamic_layers(model):
                 "growth_init='random'."
             )
         link(producer, model, consumers)
-        producer._opaque_readers = [weakref.ref(r) for r in others]
+        dynamic.append(producer)
     for layer in dynamic:
         initialize_for_capacity(layer)
         layer._hold_chunks(False)
