@@ -489,8 +489,9 @@ def test_where_picks_layers():
 
 def test_activation_std_grows_the_layer_with_the_largest_std():
     x, _ = _data(32)
-    model = _mlp()
-    model.layers[0].kernels[0].assign(model.layers[0].kernels[0].value * 5)
+    model = _mlp(optimizer=keras.optimizers.SGD(0.0))  # weights stay put
+    link_dynamic_layers(model)  # Links draw untrained weights: link first.
+    model.layers[1].kernels[0].assign(model.layers[1].kernels[0].value / 100)
     stats = analysis.activation_stats(model, x)
     assert stats["first"]["std"] > stats["second"]["std"]
     growth = CapacityGrowth(

@@ -283,6 +283,10 @@ class DynamicLayer(keras.layers.Layer):
     def _chunk_variables(self, i):
         return [self.kernels[i]] + ([self.biases[i]] if self.use_bias else [])
 
+    def set_weights(self, weights):
+        super().set_weights(weights)
+        self._pristine = False
+
     def load_own_variables(self, store):
         super().load_own_variables(store)
         self._active, self._frozen = self._check_capacity(

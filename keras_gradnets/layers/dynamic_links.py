@@ -85,7 +85,10 @@ def link_dynamic_layers(model):
 
     * a dynamic layer that reads a dynamic layer uses only its active part;
     * growth initializes the weights that read the new units (`growth_init`);
-    * an untrained layer re-draws its weights at the active sizes;
+    * an untrained layer re-draws its weights at the active sizes (one that
+      was never called in training mode, grown, loaded or given weights with
+      `set_weights`; weights assigned variable by variable are not seen, so
+      assign them after linking);
     * a capacity change re-creates `model`'s compiled functions, so the next
       step traces the new (static) shapes;
     * `model.optimizer` is built (if `model` is compiled), with slots for
