@@ -124,6 +124,30 @@ def test_capacity_must_be_a_chunk_boundary():
         layer.set_capacity(4, 6)
 
 
+def test_grow_freezes_the_trained_units_and_stops_at_full_size():
+    layer = DynamicDense(6, chunks=3)
+    layer.grow()
+    assert (layer.active_units, layer.frozen_units) == (4, 2)
+    layer.grow(5, freeze=False)
+    assert (layer.active_units, layer.frozen_units) == (6, 2)
+    layer.grow()
+    assert (layer.active_units, layer.frozen_units) == (6, 2)
+
+
+def test_linking_keeps_weights_given_with_set_weights():
+    model = _mlp()
+    layer = model.layers[0]
+    weights = [
+        np.full(w.shape, 0.5, w.dtype) if w.dtype.kind == "f" else w
+        for w in layer.get_weights()
+    ]
+    weights[-2:] = [np.array(4, "int32"), np.array(2, "int32")]
+    layer.set_weights(weights)
+    assert (layer.active_units, layer.frozen_units) == (4, 2)
+    link_dynamic_layers(model)
+    assert (_np(layer.kernels[0]) == 0.5).all()
+
+
 # Forward pass -----------------------------------------------------------
 
 
@@ -453,6 +477,54 @@ def test_min_delta_cooldown_and_window():
     assert growth.events
     _, growth, _ = _fit_scripted(noisy, window=2, patience=1)
     assert growth.events == []
+
+
+class RateRecorder(keras.callbacks.Callback):
+    """Records the learning rate each step used, read after the step."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        rate = self.model.optimizer.learning_rate
+        self.rates.append(round(float(_np(rate)), 6))
+
+
+def test_warmup_ramps_the_learning_rate_after_each_growth():
+    x, y = _data(160)
+    model = _mlp(optimizer=keras.optimizers.Adam(0.01))
+    growth = CapacityGrowth(
+        unit="step", window=1, patience=0, min_delta=1e9, warmup=4
+    )
+    recorder = RateRecorder()
+    model.fit(
+        x, y, epochs=1, batch_size=16, verbose=0, callbacks=[growth, recorder]
+    )
+    # Growth after every second step (a fresh search needs two values), so
+    # each warmup restarts before it ends; the base rate is kept.
+    assert [e["step"] for e in growth.events][:2] == [2, 4]
+    assert recorder.rates[:8] == [
+        0.01,
+        0.01,
+        0.0025,
+        0.005,
+        0.0025,
+        0.005,
+        0.0025,
+        0.005,
+    ]
+    assert float(_np(model.optimizer.learning_rate)) == pytest.approx(0.01)
+
+
+def test_warmup_needs_a_settable_learning_rate():
+    x, y = _data(16)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 10, 0.9)
+    model = _mlp(optimizer=keras.optimizers.Adam(schedule))
+    with pytest.raises(ValueError, match="LearningRateSchedule"):
+        model.fit(
+            x, y, epochs=1, verbose=0, callbacks=[CapacityGrowth(warmup=5)]
+        )
 
 
 def test_never_grows_on_nan_and_stops_at_full_capacity():

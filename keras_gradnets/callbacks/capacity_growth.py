@@ -64,6 +64,15 @@ class CapacityGrowth(keras.callbacks.Callback):
             a list of dynamic layers to grow together.
         data: A batch of inputs used to measure activations; required with
             `where="activation_std"`.
+        warmup: Integer >= 0. After each growth, the optimizer's learning
+            rate restarts at `1 / warmup` of its value and climbs back
+            linearly over `warmup` steps. Adam-style optimizers need it:
+            their moment estimates for the new units start at zero while the
+            bias correction uses the global step count, so the first
+            updates of new units are several times the learning rate, in
+            step, and the loss jumps right after a function-preserving
+            growth. Needs a learning rate that is a number or a variable,
+            not a schedule. Defaults to 0 (off).
         verbose: 0 (silent) or 1 (print a line at each growth).
 
     Example:
@@ -95,6 +104,7 @@ class CapacityGrowth(keras.callbacks.Callback):
         freeze=True,
         where="all",
         data=None,
+        warmup=0,
         verbose=0,
     ):
         super().__init__()
@@ -128,6 +138,9 @@ class CapacityGrowth(keras.callbacks.Callback):
             )
         self.where = where
         self.data = data
+        self.warmup = check_number("warmup", warmup, low=0, integer=True)
+        self._warm_step = None
+        self._base_rate = None
         self.verbose = check_choice("verbose", verbose, (0, 1))
         # With `unit="epoch"` the batch-end hook does nothing, so Keras may
         # dispatch batch ends asynchronously.
@@ -154,6 +167,32 @@ class CapacityGrowth(keras.callbacks.Callback):
         self._restart()
         self._cooldown_counter = 0
         self._epoch_mean = None
+        self._warm_step = None
+        if self.warmup:
+            rate = self.model.optimizer.learning_rate
+            try:
+                self.model.optimizer.learning_rate = float(rate)
+            except TypeError as error:
+                raise ValueError(
+                    "CapacityGrowth(warmup=...) sets the optimizer's learning "
+                    "rate, which a LearningRateSchedule does not allow. Use a "
+                    "constant learning rate or warmup=0."
+                ) from error
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._warm_step is None:
+            return
+        self._warm_step += 1
+        fraction = min(1.0, self._warm_step / self.warmup)
+        # Reading `self.model` syncs the JAX training state first.
+        self.model.optimizer.learning_rate = self._base_rate * fraction
+        if fraction == 1.0:
+            self._warm_step = None
+
+    def on_train_end(self, logs=None):
+        if self._warm_step is not None:
+            self.model.optimizer.learning_rate = self._base_rate
+            self._warm_step = None
 
     def _restart(self):
         self._values = collections.deque(maxlen=self.window)
@@ -248,3 +287,9 @@ class CapacityGrowth(keras.callbacks.Callback):
             print(f"\nEpoch {self._epoch + 1}: CapacityGrowth grew {grown}.")
         self._restart()
         self._cooldown_counter = self.cooldown
+        if self.warmup:
+            if self._warm_step is None:
+                self._base_rate = float(
+                    keras.ops.convert_to_numpy(model.optimizer.learning_rate)
+                )
+            self._warm_step = 0

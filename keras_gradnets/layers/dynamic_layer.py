@@ -182,11 +182,15 @@ class DynamicLayer(keras.layers.Layer):
     def grow(self, n_chunks=1, freeze=True):
         """Activates the next `n_chunks` chunks.
 
+        At full capacity it does nothing.
+
         Args:
             n_chunks: Positive integer. Stops at the full size.
             freeze: Whether to freeze the units that were active before.
         """
         check_number("n_chunks", n_chunks, low=1, integer=True)
+        if self._active == self.units:
+            return
         target = min(self.active_chunks + n_chunks, self.chunks)
         frozen = self._active if freeze else self._frozen
         self.set_capacity(self.bounds[target], frozen)
@@ -285,15 +289,18 @@ class DynamicLayer(keras.layers.Layer):
 
     def set_weights(self, weights):
         super().set_weights(weights)
-        self._pristine = False
+        self._read_capacity()
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
+        self._read_capacity()
+
+    def _read_capacity(self):
+        """Takes the capacity from the variables, after weights are loaded."""
         self._active, self._frozen = self._check_capacity(
             int(ops.convert_to_numpy(self._active_variable)),
             int(ops.convert_to_numpy(self._frozen_variable)),
         )
-        self._write_capacity()
         self._pristine = False
 
     # Initialization ------------------------------------------------------
