@@ -267,6 +267,25 @@ def test_frozen_weights_stay_bit_identical(optimizer):
     }
 
 
+@pytest.mark.skipif(BACKEND == "torch", reason="no float16 on torch CPU")
+def test_frozen_weights_stay_bit_identical_with_loss_scaling():
+    keras.config.set_dtype_policy("mixed_float16")
+    x, y = _data()
+    layer = DynamicDense(8, chunks=4, activation="tanh")
+    model = keras.Sequential(
+        [keras.Input((5,)), layer, keras.layers.Dense(1, dtype="float32")]
+    )
+    model.compile(keras.optimizers.AdamW(0.01, weight_decay=0.5), "mse")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    link_dynamic_layers(model)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    layer.grow()
+    frozen, trained = _np(layer.kernels[0]).copy(), _np(layer.kernels[1])
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert np.array_equal(frozen, _np(layer.kernels[0]))
+    assert not np.array_equal(trained, _np(layer.kernels[1]))
+
+
 def test_gradient_flows_through_frozen_units():
     x, y = _data()
     model = _mlp()
@@ -360,6 +379,12 @@ def test_function_preserving_growth_keeps_the_loss(growth_init):
         assert change < 1e-4
     else:
         assert change > 1e-3
+
+
+def test_gradient_accumulation_is_refused():
+    model = _mlp(optimizer=keras.optimizers.Adam(gradient_accumulation_steps=2))
+    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+        link_dynamic_layers(model)
 
 
 def test_function_preserving_needs_a_kernel_reader():

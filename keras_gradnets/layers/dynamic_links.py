@@ -105,9 +105,10 @@ def link_dynamic_layers(model):
         The dynamic layers of `model`, in model order.
 
     Raises:
-        ValueError: if a layer with `growth_init="function_preserving"` is
-            read by a layer without a kernel, or by none, where new units
-            could not start with zero outgoing weights.
+        ValueError: if `model.optimizer` accumulates gradients, or if a
+            layer with `growth_init="function_preserving"` is read by a
+            layer without a kernel, or by none, where new units could not
+            start with zero outgoing weights.
     """
     dynamic = []
     for producer, (consumers, others) in dynamic_readers(model).items():
@@ -130,6 +131,14 @@ def link_dynamic_layers(model):
         initialize_for_capacity(layer)
         layer._hold_chunks(False)
     optimizer = getattr(model, "optimizer", None)
+    if dynamic and getattr(optimizer, "gradient_accumulation_steps", None):
+        raise ValueError(
+            "Dynamic layers do not support optimizers with "
+            "`gradient_accumulation_steps`: Keras accumulates the gradients "
+            "of held variables with a maximum, which would change frozen "
+            "units. Received: gradient_accumulation_steps="
+            f"{optimizer.gradient_accumulation_steps}"
+        )
     if dynamic and optimizer is not None and not optimizer.built:
         optimizer.build(model.trainable_variables)
     return dynamic
