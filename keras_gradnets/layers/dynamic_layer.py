@@ -432,11 +432,14 @@ class DynamicLayer(keras.layers.Layer):
         active, frozen = self.active_chunks, self.frozen_chunks
         dtype = self.compute_dtype
 
-        def used(variables):
-            values = [
-                ops.stop_gradient(v.value) if i < frozen else v.value
-                for i, v in enumerate(variables[:active])
-            ]
+        def used(variables, rows=None):
+            """The active chunks, the frozen ones behind `stop_gradient`."""
+            values = []
+            for i, variable in enumerate(variables[:active]):
+                value = variable.value
+                if rows is not None:
+                    value = value[..., :rows, :]
+                values.append(ops.stop_gradient(value) if i < frozen else value)
             value = (
                 values[0]
                 if len(values) == 1
@@ -444,10 +447,11 @@ class DynamicLayer(keras.layers.Layer):
             )
             return ops.cast(value, dtype)
 
-        kernel = used(self.kernels)
         if rows < self.input_dim:
             inputs = self._slice_inputs(inputs, rows)
-            kernel = kernel[..., :rows, :]
+            kernel = used(self.kernels, rows)
+        else:
+            kernel = used(self.kernels)
         bias = used(self.biases) if self.use_bias else None
         outputs = self._apply(inputs, kernel, bias)
         if self.activation is not None:
