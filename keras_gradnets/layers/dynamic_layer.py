@@ -69,7 +69,9 @@ class DynamicLayer(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
-        self._capacity_config = kwargs.pop("capacity", None)
+        # `get_config` saves the current capacity under "capacity", so that
+        # `from_config` restores it; users set it with `set_capacity`.
+        capacity = kwargs.pop("capacity", None)
         super().__init__(**kwargs)
         self.units = check_number("units", units, low=1, integer=True)
         self.chunks = check_number(
@@ -86,7 +88,7 @@ class DynamicLayer(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.bounds = _chunk_bounds(self.units, self.chunks)
-        active, frozen = self._capacity_config or (
+        active, frozen = capacity or (
             self.bounds[self.initial_chunks],
             0,
         )
