@@ -253,10 +253,7 @@ class CapacityGrowth(keras.callbacks.Callback):
                 self._grow()
 
     def _growable(self):
-        if self.where == "all" or self.where == "activation_std":
-            layers = self.layers
-        else:
-            layers = self.where
+        layers = self.layers if isinstance(self.where, str) else self.where
         return [layer for layer in layers if layer.capacity < 1]
 
     def _grow(self):

@@ -113,12 +113,7 @@ class DynamicConv2D(DynamicLayer):
             padding=self.padding,
             data_format=self.data_format,
             dilation_rate=self.dilation_rate,
-            activation=self.activation,
-            use_bias=self.use_bias,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
-            dtype=self.dtype_policy,
-            name=self.name,
+            **self._plain_options(),
         )
 
     def get_config(self):

@@ -78,15 +78,7 @@ class DynamicDense(DynamicLayer):
         return outputs
 
     def _plain_layer(self, units):
-        return keras.layers.Dense(
-            units,
-            activation=self.activation,
-            use_bias=self.use_bias,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
-            dtype=self.dtype_policy,
-            name=self.name,
-        )
+        return keras.layers.Dense(units, **self._plain_options())
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_gradnets._checks import check_choice
 from keras_gradnets._checks import check_number
+from keras_gradnets.layers.state import add_scalar_weight
 
 GROWTH_INITS = ("random", "function_preserving")
 
@@ -233,8 +234,12 @@ class DynamicLayer(keras.layers.Layer):
                         name=f"bias_{i}",
                     )
                 )
-        self._active_variable = self._add_count("active_units", self._active)
-        self._frozen_variable = self._add_count("frozen_units", self._frozen)
+        self._active_variable = add_scalar_weight(
+            self, "active_units", self._active, dtype="int32"
+        )
+        self._frozen_variable = add_scalar_weight(
+            self, "frozen_units", self._frozen, dtype="int32"
+        )
 
     def _chunk_initializer(self, i, kernel):
         """Initializer of chunk `i`: a slice of a draw at the active shape."""
@@ -252,15 +257,6 @@ class DynamicLayer(keras.layers.Layer):
 
         return initialize
 
-    def _add_count(self, name, value):
-        return self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(value),
-            dtype="int32",
-            trainable=False,
-            name=name,
-        )
-
     def _write_capacity(self):
         self._active_variable.assign(self._active)
         self._frozen_variable.assign(self._frozen)
@@ -273,8 +269,9 @@ class DynamicLayer(keras.layers.Layer):
         whose optimizer is already built (`link_dynamic_layers` builds it):
         every chunk keeps its slots for the time it trains.
         """
+        frozen, active = self.frozen_chunks, self.active_chunks
         for i in range(self.chunks):
-            held = hold and not self.frozen_chunks <= i < self.active_chunks
+            held = hold and not frozen <= i < active
             for variable in self._chunk_variables(i):
                 variable.overwrite_with_gradient = held
 
@@ -368,18 +365,10 @@ class DynamicLayer(keras.layers.Layer):
             )
         for i in range(self.chunks):
             lo, hi = self.bounds[i], self.bounds[i + 1]
-            kernel = self.kernels[i]
+            rows = None
             if random and self.frozen_chunks <= i < self.active_chunks:
                 rows = full[..., start:stop, :][..., lo:hi]
-            else:
-                rows = ops.zeros_like(kernel[..., start:stop, :])
-            kernel.assign(
-                ops.slice_update(
-                    kernel.value,
-                    (0,) * (len(kernel.shape) - 2) + (start, 0),
-                    rows,
-                )
-            )
+            _set_rows(self.kernels[i], start, stop, rows)
 
     def _initialize_consumer(self, consumer, start, stop, random=None):
         """Sets `consumer`'s weights from this layer's units `start:stop`."""
@@ -389,20 +378,13 @@ class DynamicLayer(keras.layers.Layer):
         kernel = consumer.kernel
         if random is None:
             random = self.growth_init == "random"
-        if not random:
-            rows = ops.zeros_like(kernel[..., start:stop, :])
-        else:
+        rows = None
+        if random:
             shape = tuple(kernel.shape[:-2]) + (stop, kernel.shape[-1])
             rows = consumer.kernel_initializer(shape, dtype=kernel.dtype)[
                 ..., start:stop, :
             ]
-        kernel.assign(
-            ops.slice_update(
-                kernel.value,
-                (0,) * (len(kernel.shape) - 2) + (start, 0),
-                rows,
-            )
-        )
+        _set_rows(kernel, start, stop, rows)
 
     # Forward ----------------------------------------------------------
 
@@ -451,9 +433,9 @@ class DynamicLayer(keras.layers.Layer):
 
         if rows < self.input_dim:
             inputs = self._slice_inputs(inputs, rows)
-            kernel = used(self.kernels, rows)
         else:
-            kernel = used(self.kernels)
+            rows = None
+        kernel = used(self.kernels, rows)
         bias = used(self.biases) if self.use_bias else None
         outputs = self._apply(inputs, kernel, bias)
         if self.activation is not None:
@@ -465,20 +447,32 @@ class DynamicLayer(keras.layers.Layer):
             outputs = ops.concatenate(
                 [outputs, ops.zeros(shape, dtype=outputs.dtype)], axis=axis
             )
-        held = [
-            v.value
-            for i in range(self.chunks)
-            if not frozen <= i < active
-            for v in self._chunk_variables(i)
-        ]
-        if held and hold:
-            outputs = _hold(outputs, *held)
+        if hold:
+            held = [
+                v.value
+                for i in range(self.chunks)
+                if not frozen <= i < active
+                for v in self._chunk_variables(i)
+            ]
+            if held:
+                outputs = _hold(outputs, *held)
         return outputs
 
     # Weights seen as one layer -----------------------------------------
 
     def _plain_layer(self, units):
         raise NotImplementedError
+
+    def _plain_options(self):
+        """Arguments every plain replacement layer shares with this one."""
+        return {
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": self.bias_initializer,
+            "dtype": self.dtype_policy,
+            "name": self.name,
+        }
 
     def plain_layer(self, rows, units):
         """A built-in Keras layer equal to this one, and its weights.
@@ -533,6 +527,14 @@ class DynamicLayer(keras.layers.Layer):
             }
         )
         return config
+
+
+def _set_rows(kernel, start, stop, rows=None):
+    """Writes `rows` (zeros if None) into input rows `start:stop`."""
+    if rows is None:
+        rows = ops.zeros_like(kernel[..., start:stop, :])
+    corner = (0,) * (len(kernel.shape) - 2) + (start, 0)
+    kernel.assign(ops.slice_update(kernel.value, corner, rows))
 
 
 def _remake_functions(model):

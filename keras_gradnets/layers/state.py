@@ -6,15 +6,15 @@ from keras import ops
 from keras_gradnets._checks import check_unit_interval
 
 
-def add_scalar_weight(layer, name, value):
-    """Adds a non-trainable float32 scalar variable named `name` to `layer`.
+def add_scalar_weight(layer, name, value, dtype="float32"):
+    """Adds a non-trainable scalar variable named `name` to `layer`.
 
-    It is never autocast, so mixed precision policies keep it in float32.
+    It is never autocast, so mixed precision policies keep its `dtype`.
     """
     return layer.add_weight(
         shape=(),
         initializer=keras.initializers.Constant(value),
-        dtype="float32",
+        dtype=dtype,
         trainable=False,
         autocast=False,
         name=name,
