@@ -103,14 +103,10 @@ def main(argv=None):
             )
         )
 
-    print(
-        f"\n{'model':<28} {'loss':>7} {'val acc':>8} {'best':>6} "
-        f"{'time':>6}"
-    )
+    print(f"\n{'model':<28} {'loss':>7} {'val acc':>8} {'best':>6} {'time':>6}")
     for name, loss, acc, best, seconds, _ in rows:
         print(
-            f"{name:<28} {loss:>7.4f} {acc:>8.3f} {best:>6.3f} "
-            f"{seconds:>5.1f}s"
+            f"{name:<28} {loss:>7.4f} {acc:>8.3f} {best:>6.3f} {seconds:>5.1f}s"
         )
     g = next(row[5] for row in rows if row[5] is not None)
     print("\ng per epoch (gradual runs):", " ".join(f"{v:.2f}" for v in g))

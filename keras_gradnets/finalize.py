@@ -4,21 +4,7 @@ import inspect
 
 import keras
 
-from keras_gradnets.layers.dynamic_layer import DynamicLayer
-from keras_gradnets.layers.dynamic_links import dynamic_readers
-
-
-def _call_accepted(layer, *args, **kwargs):
-    """Calls `layer`, dropping keyword arguments its `call` does not take.
-
-    `clone_model` replays the original layer's call arguments (such as the
-    `mask=None` that Keras records for `BatchNormalization`) on the layer
-    that replaces it, which may not accept them.
-    """
-    parameters = inspect.signature(layer.call).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in parameters}
-    return layer(*args, **kwargs)
+from keras_gradnets.dynamic_capacity.linking import dynamic_readers
 
 
 def _zero_at_zero(activation):
@@ -28,13 +14,30 @@ def _zero_at_zero(activation):
     return bool(value[0] == 0)
 
 
+def _kernel_index(layer):
+    """Index of `layer.kernel` in `layer.weights`, or None."""
+    kernel = getattr(layer, "kernel", None)
+    for i, weight in enumerate(layer.weights):
+        if weight is kernel:
+            return i
+    return None
+
+
 class _Finalizer:
-    """Builds the plain replacement of a model and copies its weights."""
+    """Builds the plain replacement of a model and copies its weights.
+
+    One code path: a layer that answers the finalize protocol
+    (`finalized_layers()`, see `keras_gradnets.core.finalize`) is replaced
+    by copies of the plain layers it names, recursively; any other layer by
+    a copy of itself. Dynamic layers whose readers all have a kernel over
+    their units shrink to their active size, and those kernels' rows with
+    them, whichever family the reader comes from.
+    """
 
     def __init__(self, model):
         self._weight_sources = []
-        # Dynamic layers whose readers all have a kernel over their units
-        # shrink to their active size, and so do those kernels' rows.
+        self._inputs = {}
+        # id of an original layer -> units to keep / input rows to keep.
         self._units = {}
         self._rows = {}
         for layer, (consumers, others) in dynamic_readers(model).items():
@@ -54,59 +57,83 @@ class _Finalizer:
                     "inactive units. Grow it to full capacity first."
                 )
 
-    def _dynamic(self, layer):
-        rows = self._rows.get(id(layer), layer.input_dim)
-        units = self._units.get(id(layer), layer.units)
-        new, weights = layer.plain_layer(rows, units)
-        self._weight_sources.append((new, lambda: weights))
-        return [new]
+    def _pass_on(self, layer, components):
+        """Hands `layer`'s shrinking and row slicing to its components."""
+        for table in (self._units, self._rows):
+            if id(layer) in table:
+                size = table.pop(id(layer))
+                for component in components:
+                    if _kernel_index(component) is not None:
+                        table[id(component)] = size
+                        break
 
-    def _sliced_weights(self, layer):
-        rows = self._rows[id(layer)]
-        return [
-            w[..., :rows, :] if v is layer.kernel else w
-            for v, w in zip(layer.weights, layer.get_weights(), strict=True)
-        ]
+    def _copy(self, layer):
+        config = layer.get_config()
+        units = self._units.get(id(layer))
+        if units is not None:
+            key = "filters" if "filters" in config else "units"
+            config[key] = units
+        new = layer.__class__.from_config(config)
+        rows = self._rows.get(id(layer))
+        kernel = _kernel_index(layer)
+
+        def weights():
+            values = layer.get_weights()
+            if kernel is not None and rows is not None:
+                values[kernel] = values[kernel][..., :rows, :]
+            if units is not None:
+                values = [v[..., :units] for v in values]
+            return values
+
+        self._weight_sources.append((new, weights))
+        return new
 
     def replace(self, layer):
         """Returns the list of plain layers that stand for `layer`."""
-        if isinstance(layer, DynamicLayer):
-            return self._dynamic(layer)
         if hasattr(layer, "finalized_layers"):
-            return [
-                new
-                for component in layer.finalized_layers()
-                for new in self.replace(component)
-            ]
+            components = layer.finalized_layers()
+            self._pass_on(layer, components)
+            return [new for c in components for new in self.replace(c)]
         if isinstance(layer, keras.Model):
             return [self.model(layer)]
         if isinstance(layer, keras.layers.RNN) and hasattr(
-            layer.cell, "plain_cell"
+            layer.cell, "finalized_layers"
         ):
+            (cell,) = layer.cell.finalized_layers()
             config = layer.get_config()
-            config["cell"] = keras.saving.serialize_keras_object(
-                layer.cell.plain_cell()
-            )
+            config["cell"] = keras.saving.serialize_keras_object(cell)
             new = keras.layers.RNN.from_config(config)
-            self._weight_sources.append((new, layer.cell.plain_weights))
+            self._weight_sources.append((new, cell.get_weights))
             return [new]
-        new = layer.__class__.from_config(layer.get_config())
-        if id(layer) in self._rows:
-            self._weight_sources.append(
-                (new, lambda: self._sliced_weights(layer))
-            )
-        else:
-            self._weight_sources.append((new, layer.get_weights))
-        return [new]
+        return [self._copy(layer)]
 
     def replace_one(self, layer):
         """Like `replace`, but always returns one layer."""
         layers = self.replace(layer)
         if not layers:
-            return keras.layers.Identity(name=layer.name)
-        if len(layers) == 1:
-            return layers[0]
-        return keras.Sequential(layers, name=layer.name)
+            new = keras.layers.Identity(name=layer.name)
+        elif len(layers) == 1:
+            new = layers[0]
+        else:
+            new = keras.Sequential(layers, name=layer.name)
+        if hasattr(layer, "finalized_input"):
+            self._inputs[id(new)] = layer.finalized_input()
+        return new
+
+    def call(self, layer, *args, **kwargs):
+        """Calls a replacement layer, as `clone_model` replays the graph.
+
+        A replacement of a layer that took a list of inputs reads the one
+        input its original names (`finalized_input()`); keyword arguments
+        its `call` does not take (such as the `mask=None` that Keras records
+        for `BatchNormalization`) are dropped.
+        """
+        if id(layer) in self._inputs:
+            args = (args[0][self._inputs[id(layer)]], *args[1:])
+        parameters = inspect.signature(layer.call).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            kwargs = {k: v for k, v in kwargs.items() if k in parameters}
+        return layer(*args, **kwargs)
 
     def model(self, model):
         if isinstance(model, keras.Sequential):
@@ -130,7 +157,7 @@ class _Finalizer:
             return keras.models.clone_model(
                 model,
                 clone_function=self.replace_one,
-                call_function=_call_accepted,
+                call_function=self.call,
             )
         except ValueError as error:
             raise ValueError(
@@ -152,13 +179,17 @@ def finalize(model):
     `GReLU` at `g=1` by a `ReLU`, `GradualDropout` by a `Dropout`,
     `GradualBatchNormalization` at `g=1` by nothing, `GradualConv2D` by its
     `Conv2D`, `GradNet` by `late` (and by `early` at `g=0`), a
-    `MollifiedDense` at `p=0` by a `Dense`, and an `RNN` of a mollified cell
-    at `p=0` by an `RNN` of the plain Keras cell (whose state no longer
-    carries the time step), and a `DynamicDense`/`DynamicConv2D` by a
-    `Dense`/`Conv2D` of its active size, with the rows of the kernels that
-    read it sliced to match (when every reader has such a kernel; otherwise
-    the plain layer keeps the full size, with zero weights for the inactive
-    units). Nested models are finalized too. The result
+    `MollifiedDense` at `p=0` by a `Dense`, a `MollifiedActivation` at `p=0`
+    by an `Activation` of its first input (the skip path leaves the model
+    when nothing else reads it), an `RNN` of a mollified cell at `p=0` by an
+    `RNN` of the plain Keras cell (whose state no longer carries the time
+    step), and a `DynamicDense`/`DynamicConv2D` by a `Dense`/`Conv2D` of its
+    active size, with the rows of the kernels that read it sliced to match,
+    whichever family the reader belongs to (when every reader has such a
+    kernel; otherwise the plain layer keeps the full size, with zero weights
+    for the inactive units). Every layer answers the same finalize protocol
+    (`finalized_layers()`), so chains across families work. Nested models
+    are finalized too. The result
     holds copies of the weights, shares nothing with `model`, and gives the
     same outputs in inference mode.
 
@@ -170,8 +201,9 @@ def finalize(model):
         layers `model` already had).
 
     Raises:
-        ValueError: if a gradual layer is between its end points (for
-            example `0 < g < 1`), or `model` is subclassed or not built.
+        ValueError: naming the layer and the value, if a layer's state is
+            between its end points (for example `0 < g < 1`), not finite or
+            out of its range; or if `model` is subclassed or not built.
 
     Example:
 

@@ -97,8 +97,8 @@ def test_bad_layer_arguments_raise(kwargs, argument):
     "kwargs, argument",
     [
         (dict(patience=-1), "patience"),
-        (dict(where="largest"), "where"),
-        (dict(where=[keras.layers.Dense(2)]), "where"),
+        (dict(select="largest"), "select"),
+        (dict(layers=[keras.layers.Dense(2)]), "layers"),
         (dict(window=0), "window"),
         (dict(mode="up"), "mode"),
         (dict(unit="batch"), "unit"),
@@ -111,7 +111,7 @@ def test_bad_callback_arguments_raise(kwargs, argument):
 
 def test_activation_std_needs_data():
     with pytest.raises(ValueError, match="data="):
-        CapacityGrowth(where="activation_std")
+        CapacityGrowth(select="activation_std")
 
 
 def test_capacity_must_be_a_chunk_boundary():
@@ -542,14 +542,29 @@ def test_warmup_ramps_the_learning_rate_after_each_growth():
     assert float(_np(model.optimizer.learning_rate)) == pytest.approx(0.01)
 
 
-def test_warmup_needs_a_settable_learning_rate():
-    x, y = _data(16)
-    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 10, 0.9)
-    model = _mlp(optimizer=keras.optimizers.Adam(schedule))
-    with pytest.raises(ValueError, match="LearningRateSchedule"):
-        model.fit(
-            x, y, epochs=1, verbose=0, callbacks=[CapacityGrowth(warmup=5)]
-        )
+def test_warmup_wraps_a_learning_rate_schedule():
+    x, y = _data(160)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 10, 0.5)
+    model = _mlp(optimizer=keras.optimizers.SGD(schedule))
+    growth = CapacityGrowth(
+        unit="step", window=1, patience=0, min_delta=1e9, warmup=4
+    )
+    recorder = RateRecorder()
+    model.fit(
+        x, y, epochs=1, batch_size=16, verbose=0, callbacks=[growth, recorder]
+    )
+    assert [e["step"] for e in growth.events][:2] == [2, 4]
+    # Read after step b, the rate is the one step b + 1 uses: the schedule
+    # at b + 1 times the ramp restarted by the latest growth.
+    ramps = [1.0, 0.25, 0.5, 0.25, 0.5, 0.25, 0.5, 0.75]  # full after 3
+    expected = [
+        0.01 * 0.5 ** ((b + 1) / 10) * ramp for b, ramp in enumerate(ramps)
+    ]
+    assert recorder.rates[:8] == pytest.approx(expected, abs=1e-6)
+    # After `fit` the optimizer has its own schedule back.
+    assert model.optimizer.get_config()["learning_rate"]["class_name"] == (
+        "ExponentialDecay"
+    )
 
 
 def test_never_grows_on_nan_and_stops_at_full_capacity():
@@ -561,15 +576,15 @@ def test_never_grows_on_nan_and_stops_at_full_capacity():
     assert len(growth.events) == 3  # first: 1 -> 4 chunks, second: 1 -> 3.
 
 
-def test_where_picks_layers():
+def test_layers_and_select_pick_layers():
     model, growth, _ = _fit_scripted(
-        [1.0] * 3, window=1, patience=1, where="all"
+        [1.0] * 3, window=1, patience=1, select="all"
     )
     assert growth.events[0]["layers"] == ["first", "second"]
     x, _ = _data(16)
     model = _mlp()
     first, second = model.layers[0], model.layers[1]
-    growth = CapacityGrowth(where=[second], window=1, patience=1)
+    growth = CapacityGrowth(layers=[second], window=1, patience=1)
     model.fit(
         x,
         x[:, :1],
@@ -592,7 +607,7 @@ def test_activation_std_grows_the_layer_with_the_largest_std():
     stats = analysis.activation_stats(model, x)
     assert stats["first"]["std"] > stats["second"]["std"]
     growth = CapacityGrowth(
-        where="activation_std", data=x, window=1, patience=1
+        select="activation_std", data=x, window=1, patience=1
     )
     model.fit(
         x,

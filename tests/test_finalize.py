@@ -8,7 +8,7 @@ import pytest
 
 import keras_gradnets
 from keras_gradnets import layers
-from keras_gradnets._walk import walk_layers
+from keras_gradnets.core.walk import walk_layers
 
 X_IMG = np.random.default_rng(1).normal(size=(4, 8, 8, 3)).astype("float32")
 

@@ -133,8 +133,9 @@ def test_gradients_reach_kernel_and_a():
         (lambda: layers.MollifiedDense(0), "`units`"),
         (lambda: layers.MollifiedActivation(p=2), "`p`"),
         (lambda: schedules.MollifyExponential(-1), "`k`.*Received: k=-1"),
-        (lambda: schedules.SqrtDecay(0), "`total_steps`"),
-        (lambda: schedules.LinearDecay(-5), "`total_steps`"),
+        (lambda: schedules.MollifyExponential(0), "`k`.*> 0.*Received: k=0"),
+        (lambda: schedules.SqrtDecay(0), "`decay_steps`"),
+        (lambda: schedules.LinearDecay(-5), "`decay_steps`"),
         (lambda: schedules.LinearDecay(10, p_min=1.5), "`p_min`"),
         (lambda: schedules.SqrtDecay(10, p_min=-0.5), "`p_min`"),
         (
@@ -154,14 +155,18 @@ def test_identity_skip_needs_equal_widths():
 
 
 def test_schedules_follow_their_formulas():
+    # `step` counts the steps completed (from 0); the paper's update index
+    # is t = step + 1.
     exponential = schedules.MollifyExponential(k=50)
-    cases = [(1, 1, 4, 1.0), (10, 2, 4, 0.5), (500, 4, 4, 2.0)]
-    for t, depth, num_layers, v in cases:
-        assert exponential(t, layer=depth, num_layers=num_layers, loss=v) == (
-            pytest.approx(1 - np.exp(-50 * v * depth / (t * num_layers)))
-        )
-    sqrt, linear = schedules.SqrtDecay(400, 0.1), schedules.LinearDecay(
-        400, 0.1
+    cases = [(0, 1, 4, 1.0), (9, 2, 4, 0.5), (499, 4, 4, 2.0)]
+    for step, depth, num_layers, v in cases:
+        t = step + 1
+        assert exponential(
+            step, layer=depth, num_layers=num_layers, loss=v
+        ) == (pytest.approx(1 - np.exp(-50 * v * depth / (t * num_layers))))
+    sqrt, linear = (
+        schedules.SqrtDecay(400, 0.1),
+        schedules.LinearDecay(400, 0.1),
     )
     for t in [0, 1, 100, 324, 400, 1000]:
         assert sqrt(t) == pytest.approx(max(0.1, 1 - np.sqrt(t / 400)))
@@ -236,12 +241,13 @@ def test_compiled_step_uses_p_of_the_update(jit_compile):
             recorder,
         ],
     )
-    expected = [1 - t / 10 for t in range(1, 9)]
+    # t = the steps completed before the step, from 0, as in every scheduler.
+    expected = [1 - t / 10 for t in range(8)]
     np.testing.assert_allclose(recorder.values, expected, atol=1e-6)
-    name = "p_mollified_dense"
-    assert history.history[name] == pytest.approx([0.6, 0.2], abs=1e-6)
+    # One mollified layer: the log rule's one key, `p`.
+    assert history.history["p"] == pytest.approx([0.7, 0.3], abs=1e-6)
     assert history.history["expected_depth"] == pytest.approx(
-        [0.6, 0.2], abs=1e-6
+        [0.7, 0.3], abs=1e-6
     )
 
 
@@ -369,7 +375,9 @@ def test_config_round_trip_keeps_p():
 def test_scheduler_without_mollified_layers_is_an_error():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
-    with pytest.raises(ValueError, match="found no layer with a variable `p`"):
+    with pytest.raises(
+        ValueError, match="found no MollifiedLayer.*MollifiedDense"
+    ):
         model.fit(
             np.ones((2, 2)),
             np.ones((2, 1)),
@@ -412,7 +420,7 @@ def test_cells_at_p0_are_the_plain_keras_cells(cell_cls, plain_cls):
         return_sequences=True,
     )
     plain.build(SEQ.shape)
-    plain.set_weights(cell.plain_weights())
+    plain.set_weights(cell.finalized_layers()[0].get_weights())
     expected = numpy(plain(SEQ))
     for training in (True, False):
         np.testing.assert_allclose(
@@ -465,9 +473,10 @@ def test_cells_train_save_and_finalize(cell_cls, tmp_path):
         batch_size=2,
         epochs=2,
         verbose=0,
-        callbacks=[MollifierScheduler(schedules.LinearDecay(4))],
+        callbacks=[MollifierScheduler(schedules.LinearDecay(3))],
     )
-    assert history.history["expected_depth"] == pytest.approx([0.5, 0.0])
+    # Steps t = 0..3 (two per epoch): p = 1 - t / 3 reaches 0 at t = 3.
+    assert history.history["expected_depth"] == pytest.approx([2 / 3, 0.0])
     path = os.path.join(tmp_path, "rnn.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)

@@ -1,0 +1,205 @@
+"""The base callback that sets a declared layer state from a schedule."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_gradnets.core import schedule as schedule_lib
+from keras_gradnets.core.checks import check_choice
+from keras_gradnets.core.checks import describe_range
+from keras_gradnets.core.state import StatefulLayer
+from keras_gradnets.core.state import declares_state
+from keras_gradnets.core.walk import walk_layers
+
+
+def optimizer_iterations(model):
+    """The optimizer steps `model` has completed, as a Python int.
+
+    Reading `model` from a callback (`self.model`) first syncs the JAX
+    training state, so the count is current on every backend.
+    """
+    return int(ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def state_logs(log_name, values, keep_one=True):
+    """The log rule every callback of the package follows.
+
+    Args:
+        log_name: The key for the state, such as `"g"`.
+        values: A dict from layer name to the value of the state.
+        keep_one: Whether one key may stand for all layers: true when the
+            callback drives every layer of its kind in the model.
+
+    Returns:
+        `{log_name: value}` when all layers share one value (and
+        `keep_one`), else `{f"{log_name}_{layer name}": value, ...}`.
+    """
+    if keep_one and len(set(values.values())) == 1:
+        return {log_name: next(iter(values.values()))}
+    return {f"{log_name}_{name}": value for name, value in values.items()}
+
+
+class StateScheduler(keras.callbacks.Callback):
+    """Sets a declared state of layers from a schedule during `fit`.
+
+    The base class of `GradNetScheduler`, `MollifierScheduler` and the
+    package's other schedulers; subclass it to drive your own
+    `keras_gradnets.core.StatefulLayer`. Class attributes say what it
+    drives: `layer_type` (a `StatefulLayer` subclass), `state` (a state
+    name the layers declare in `state_ranges`), `log_name` (the key in
+    the logs, `state` when `None`) and `example` (a layer to suggest when
+    the model has none).
+
+    **Step numbering.** `t` is the number of optimizer steps completed
+    before the step being taken, from 0 (`optimizer.iterations`), with
+    `unit="step"`; the epoch index, from 0, with `unit="epoch"`. A resumed
+    run (`fit(initial_epoch=k)`, a reloaded model, `BackupAndRestore`)
+    continues the count. With `steps_per_execution=k`, Keras runs `k` steps
+    per call of the compiled function: the state is set before each call, at
+    the `t` of its first step, and holds for its `k` steps.
+
+    **Checks.** Every value is checked before it is written: a value that is
+    not a finite number inside the declared range is a `ValueError` naming
+    the schedule, the step and the value.
+
+    **Writes.** Values are written through `self.model` (on JAX that syncs
+    the training state, so the next compiled step uses them), and only when
+    they change.
+
+    **Logs.** At every epoch end the state goes into `logs` under
+    `log_name` when the callback drives all the model's layers of its kind
+    and they share one value, and under `<log_name>_<layer name>` for each
+    layer otherwise (given `layers`, or values that differ), so that two
+    schedulers never write the same key.
+
+    Args:
+        schedule: A `keras_gradnets.schedules.Schedule`, a
+            `keras.optimizers.schedules.LearningRateSchedule`, or a callable
+            mapping `t` to a number.
+        unit: `"epoch"` or `"step"`: what `t` counts.
+        layers: Optional list of layers to drive. Defaults to every
+            `layer_type` layer of the model that declares `state`, nested
+            ones included, in model order.
+    """
+
+    layer_type = StatefulLayer
+    state = None
+    log_name = None
+    example = None
+
+    def __init__(self, schedule, unit="epoch", layers=None):
+        super().__init__()
+        self.schedule = schedule_lib.get(schedule)
+        self.unit = check_choice("unit", unit, ("epoch", "step"))
+        if layers is not None:
+            layers = list(layers)
+            wrong = [x for x in layers if not self._drives(x)]
+            if wrong or not layers:
+                raise ValueError(
+                    "Invalid value received for argument `layers`. Expected "
+                    f"a non-empty list of {self.layer_type.__name__} layers "
+                    f"with the state `{self.state}`. Received: "
+                    f"layers={wrong or layers!r}"
+                )
+        self._given_layers = layers
+        self.layers = []
+        self._written = None
+        self._epoch_start = 0
+
+    def _drives(self, layer):
+        return declares_state(layer, self.state, self.layer_type)
+
+    def on_train_begin(self, logs=None):
+        self.layers = self._given_layers or [
+            x for x in walk_layers(self.model) if self._drives(x)
+        ]
+        if not self.layers:
+            example = f", for example `{self.example}`," if self.example else ""
+            raise ValueError(
+                f"{self.__class__.__name__} found no "
+                f"{self.layer_type.__name__} (a layer with the state "
+                f"`{self.state}`) in model '{self.model.name}'. Add "
+                f"one{example} or pass `layers=[...]`."
+            )
+        self._written = [None] * len(self.layers)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.unit == "epoch":
+            self.apply(epoch)
+        else:
+            self._epoch_start = optimizer_iterations(self.model)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.unit == "step":
+            self.apply(self._epoch_start + batch)
+
+    def values(self, t):
+        """The value of the state for each driven layer at `t`.
+
+        Override it for schedules that differ between layers.
+        """
+        value = self.check(self.schedule(t), t)
+        return [value] * len(self.layers)
+
+    def check(self, value, t, layer=None):
+        """Returns the schedule's `value` as a float, or raises.
+
+        Raises:
+            ValueError: if `value` is not a finite number in the range the
+                driven layers declare, naming the schedule, `t` and `value`.
+        """
+        low, high = self.layer_type.state_ranges[self.state]
+        number = None
+        if not isinstance(value, (str, bytes)):
+            try:
+                number = float(ops.convert_to_numpy(value))
+            except (TypeError, ValueError):
+                number = None
+        if number is not None and not (
+            math.isfinite(number)
+            and (low is None or number >= low)
+            and (high is None or number <= high)
+        ):
+            number = None
+        if number is None:
+            where = "" if layer is None else f" for layer '{layer.name}'"
+            raise ValueError(
+                f"The schedule {self.schedule!r} returned "
+                f"{self.state}={value!r} at {self.unit} {t}{where}. "
+                f"Expected {describe_range(low, high)}."
+            )
+        return number
+
+    def apply(self, t):
+        """Writes the values of step or epoch `t` into the layers."""
+        values = self.values(t)
+        if values == self._written:
+            return
+        # On JAX, `fit` keeps the training state outside the variables:
+        # reading `self.model` syncs it, so the writes below reach the next
+        # compiled step.
+        _ = self.model
+        for layer, value, old in zip(
+            self.layers, values, self._written, strict=True
+        ):
+            if value != old:
+                getattr(layer, self.state).assign(value)
+        self._written = values
+
+    def current_values(self):
+        """The state each driven layer holds now, by layer name."""
+        _ = self.model  # On JAX, reading `model` syncs the variables.
+        return {
+            layer.name: layer.state_value(self.state) for layer in self.layers
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(
+                state_logs(
+                    self.log_name or self.state,
+                    self.current_values(),
+                    keep_one=self._given_layers is None,
+                )
+            )

@@ -1,0 +1,183 @@
+"""The state protocol: layer variables that callbacks move during `fit`.
+
+A layer that has such state subclasses `StatefulLayer` and declares it at
+class level, name and accepted range:
+
+```python
+class MyGradualLayer(StatefulLayer):
+    state_ranges = {"g": (0.0, 1.0)}
+
+    def __init__(self, g=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.g = self.add_state("g", g)
+```
+
+Callbacks find the layers they drive by this declaration (a layer class
+and a state name), never by a variable's name, so a user's own layer that
+happens to have a variable `g` is left alone.
+"""
+
+import math
+import numbers
+import weakref
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_gradnets.core.checks import check_number
+from keras_gradnets.core.checks import describe_range
+
+
+class WatchedVariable(keras.Variable):
+    """A `keras.Variable` that checks and reports assignments from the host.
+
+    Values given as Python numbers or NumPy arrays (`assign`, `set_weights`,
+    `load_weights`) are checked against `(low, high)` (a `ValueError` names
+    the layer, the state and the value), then `on_assign(variable)` of the
+    owning layer runs. Backend tensors are not checked: that is how the
+    trainers move state between steps (JAX's state sync), which must stay
+    cheap; `finalize` and the schedulers check those values.
+    """
+
+    def _watch(self, layer, state, low, high, on_assign=None):
+        self._owner = weakref.ref(layer)
+        self._state = state
+        self._range = (low, high)
+        self._on_assign = on_assign
+
+    def assign(self, value):
+        layer = self._owner()
+        host = isinstance(value, (numbers.Number, np.ndarray, np.generic))
+        if host and layer is not None:
+            check_state_value(layer, self._state, value, *self._range)
+        result = super().assign(value)
+        if self._on_assign is not None and layer is not None:
+            self._on_assign(layer, self)
+        return result
+
+
+def check_state_value(layer, state, value, low, high):
+    """Returns `value` as a float if it is finite and in `[low, high]`.
+
+    Raises:
+        ValueError: naming the layer, the state and the value otherwise.
+    """
+    try:
+        number = float(np.asarray(value))
+    except (TypeError, ValueError):
+        number = None
+    if (
+        number is None
+        or not math.isfinite(number)
+        or not (
+            (low is None or number >= low) and (high is None or number <= high)
+        )
+    ):
+        raise ValueError(
+            f"Invalid value for the state `{state}` of layer '{layer.name}' "
+            f"({layer.__class__.__name__}). Expected "
+            f"{describe_range(low, high)}. Received: {state}={value!r}"
+        )
+    return number
+
+
+def add_watched_variable(
+    layer, name, value, dtype, low=None, high=None, on_assign=None
+):
+    """Returns a non-trainable scalar `WatchedVariable` owned by `layer`.
+
+    It is never autocast, so mixed precision policies keep its `dtype`.
+    Set it as an attribute of `layer`, which then tracks it as one of its
+    non-trainable weights (in the order such attributes are set).
+    """
+    variable = WatchedVariable(
+        initializer=keras.initializers.Constant(value),
+        shape=(),
+        dtype=dtype,
+        trainable=False,
+        autocast=False,
+        name=name,
+    )
+    variable._watch(layer, name, low, high, on_assign)
+    return variable
+
+
+def add_scalar_weight(layer, name, value, dtype="float32"):
+    """Adds a non-trainable scalar variable named `name` to `layer`.
+
+    It is never autocast, so mixed precision policies keep its `dtype`.
+    """
+    return layer.add_weight(
+        shape=(),
+        initializer=keras.initializers.Constant(value),
+        dtype=dtype,
+        trainable=False,
+        autocast=False,
+        name=name,
+    )
+
+
+def scalar_value(variable):
+    """Returns the value of a scalar variable as a Python float."""
+    return float(ops.convert_to_numpy(variable))
+
+
+class StatefulLayer(keras.layers.Layer):
+    """Base class of layers whose state callbacks move during training.
+
+    Subclasses declare their state at class level in `state_ranges`, a dict
+    from state name to its accepted `(low, high)` range (`None` for an open
+    end), and create each one in `__init__` with `add_state`. Each state is
+    a non-trainable float32 scalar variable, never autocast (mixed precision
+    keeps it float32), saved with the layer's weights.
+
+    Callbacks derived from `keras_gradnets.core.StateScheduler` find the
+    layers they drive by class and declared state name. Values assigned from
+    the host (`layer.g.assign(0.5)`, `set_weights`, `load_weights`) are
+    checked against the range: an out-of-range or non-finite value is a
+    `ValueError`.
+    """
+
+    state_ranges = {}
+
+    def add_state(self, name, value):
+        """Creates the declared state `name` with initial `value`.
+
+        Args:
+            name: A name declared in the class's `state_ranges`.
+            value: The initial value, checked against the declared range.
+
+        Returns:
+            The new variable: set it as the attribute `name`.
+        """
+        if name not in self.state_ranges:
+            raise ValueError(
+                f"{self.__class__.__name__} declares the states "
+                f"{sorted(self.state_ranges)} in `state_ranges`, not "
+                f"'{name}'. Declare it there before `add_state`."
+            )
+        low, high = self.state_ranges[name]
+        value = check_number(name, value, low=low, high=high)
+        return add_watched_variable(
+            self, name, float(value), "float32", low, high
+        )
+
+    def state_value(self, name):
+        """The current value of the state `name`, checked, as a float.
+
+        Raises:
+            ValueError: if the value is not finite or out of its range (it
+                can only get there through a backend tensor assignment).
+        """
+        return check_state_value(
+            self,
+            name,
+            scalar_value(getattr(self, name)),
+            *self.state_ranges[name],
+        )
+
+
+def declares_state(layer, state, layer_type=StatefulLayer):
+    """Whether `layer` is a `layer_type` that declares the state `state`."""
+    return isinstance(layer, layer_type) and state in layer.state_ranges

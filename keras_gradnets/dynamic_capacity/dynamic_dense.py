@@ -1,0 +1,84 @@
+"""Dense layer with a growing active part."""
+
+import keras
+from keras import ops
+
+from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
+
+
+@keras.saving.register_keras_serializable(package="keras_gradnets")
+class DynamicDense(DynamicLayer):
+    """Densely connected layer that uses and trains a growing part of itself.
+
+    The layer is allocated with `units` outputs split into `chunks` equal
+    chunks (thesis, section 4.1). It computes
+    `activation(inputs[..., :input_units] @ kernel[:input_units, :active] +
+    bias[:active])` for its first `active_units` outputs and outputs exactly
+    zero for the others, so the output shape stays `(..., units)` and any
+    layer can follow. The first `frozen_units` outputs are frozen: their
+    weights stay bit-identical under any Keras optimizer (section 4.2), while
+    the gradient still flows through them to earlier layers. This is the
+    `stop_gradient` on slices of Listing 4.1, with the slices fixed at trace
+    time so that inactive units cost no matrix work.
+
+    When the layer's input comes from another dynamic layer, it reads only
+    that layer's active units (`input_units`). The models a layer belongs to
+    are linked by `link_dynamic_layers(model)`, which the `CapacityGrowth`
+    callback and `finalize` call.
+
+    Units that become active are initialized by `kernel_initializer` drawn
+    at the active shape (`(input_units, active_units)`), so fan-based scales
+    suit the active size and not the full allocation (thesis 4.4.1). With
+    `growth_init="random"` the layers that read the new units (plain
+    `Dense`/`Conv` layers or dynamic layers) get fresh weights for them too;
+    with `"function_preserving"` those weights start at zero, so the
+    network computes the same function at the moment of growth and the loss
+    does not jump.
+
+    Args:
+        units: Positive integer, the full (maximum) number of outputs.
+        chunks: Positive integer, at most `units`: in how many chunks the
+            capacity grows. Chunk sizes differ by at most one.
+        initial_chunks: Integer in `[1, chunks]`, the chunks active at first.
+            Defaults to 1.
+        activation: Activation function applied to the active outputs.
+        use_bias: Whether the layer uses a bias. Defaults to `True`.
+        growth_init: `"random"` or `"function_preserving"`, see above.
+        kernel_initializer: Initializer of the kernel, drawn at the active
+            shape. Defaults to `"glorot_uniform"`.
+        bias_initializer: Initializer of the bias. Defaults to `"zeros"`.
+        **kwargs: Base layer arguments such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: Tensor of shape `(..., input_dim)`.
+        training: Python boolean, whether the call is in training mode.
+
+    Example:
+
+    ```python
+    hidden = keras_gradnets.layers.DynamicDense(500, chunks=5,
+                                                activation="tanh")
+    model = keras.Sequential([keras.Input((1,)), hidden,
+                              keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    hidden.active_units  # 100
+    model.fit(x, y, epochs=50,
+              callbacks=[keras_gradnets.callbacks.CapacityGrowth(patience=3)])
+    hidden.grow()  # by hand: next chunk, freeze the trained ones
+    ```
+    """
+
+    def _kernel_shape(self, input_dim, units):
+        return (input_dim, units)
+
+    def _apply(self, inputs, kernel, bias):
+        outputs = ops.matmul(inputs, kernel)
+        if bias is not None:
+            outputs = ops.add(outputs, bias)
+        return outputs
+
+    def _plain_layer(self, units):
+        return keras.layers.Dense(units, **self._plain_options())
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)

@@ -1,0 +1,2 @@
+"""GradNets (Almeida & Sauder): gradual layers, the linear schedule and
+GradNetScheduler."""

@@ -1,0 +1,148 @@
+"""Gradual pooling: mean pooling -> max pooling."""
+
+import keras
+
+from keras_gradnets.gradnets.gradual_layer import GradualLayer
+
+
+class BaseGradualPooling(GradualLayer):
+    """Blends mean pooling (`g=0`) into max pooling (`g=1`).
+
+    Almeida & Sauder, section 3.4: max pooling passes gradient to one unit
+    per window, which hurts early in training when low-level features are
+    not yet informative; mean pooling passes it to all of them.
+    """
+
+    def __init__(
+        self,
+        mean_pool_cls,
+        max_pool_cls,
+        pool_size,
+        strides=None,
+        padding="valid",
+        data_format=None,
+        g=0.0,
+        **kwargs,
+    ):
+        super().__init__(g=g, **kwargs)
+        pool_kwargs = {
+            "pool_size": pool_size,
+            "strides": strides,
+            "padding": padding,
+            "data_format": data_format,
+        }
+        self.mean_pool = mean_pool_cls(**pool_kwargs, dtype=self.dtype_policy)
+        self.max_pool = max_pool_cls(**pool_kwargs, dtype=self.dtype_policy)
+
+    def call(self, inputs):
+        return self.blend(self.mean_pool(inputs), self.max_pool(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return self.max_pool.compute_output_shape(input_shape)
+
+    def early_layers(self):
+        return [self.mean_pool]
+
+    def late_layers(self):
+        return [self.max_pool]
+
+    def get_config(self):
+        pool_config = self.max_pool.get_config()
+        return {
+            **super().get_config(),
+            **{
+                key: pool_config[key]
+                for key in ("pool_size", "strides", "padding", "data_format")
+            },
+        }
+
+
+_DOC_ARGS = """
+    Args:
+        pool_size: int or tuple, size of the pooling window.
+        strides: int or tuple, or `None` (then `pool_size`).
+        padding: `"valid"` or `"same"`. Defaults to `"valid"`.
+        data_format: `"channels_last"` or `"channels_first"`. Defaults to
+            `keras.config.image_data_format()`.
+        g: Float in [0, 1]. Initial mixing weight. Defaults to `0.0`.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: Input tensor, as for Keras's pooling layers.
+"""
+
+
+@keras.saving.register_keras_serializable(package="keras_gradnets")
+class GradualPooling1D(BaseGradualPooling):
+    __doc__ = (
+        """Gradual 1D pooling: `AveragePooling1D` at `g=0`, `MaxPooling1D` at
+    `g=1`, `(1 - g) * mean_pool(x) + g * max_pool(x)` in between
+    (Almeida & Sauder, section 3.4, Table 4, "Gradual Mean to Max").
+"""
+        + _DOC_ARGS
+        + """
+    Example:
+
+    >>> layer = keras_gradnets.layers.GradualPooling1D(2, g=0.5)
+    >>> layer(np.array([[[1.0], [3.0]]]))
+    [[[2.5]]]
+    """
+    )
+
+    def __init__(
+        self,
+        pool_size=2,
+        strides=None,
+        padding="valid",
+        data_format=None,
+        g=0.0,
+        **kwargs,
+    ):
+        super().__init__(
+            keras.layers.AveragePooling1D,
+            keras.layers.MaxPooling1D,
+            pool_size,
+            strides=strides,
+            padding=padding,
+            data_format=data_format,
+            g=g,
+            **kwargs,
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_gradnets")
+class GradualPooling2D(BaseGradualPooling):
+    __doc__ = (
+        """Gradual 2D pooling: `AveragePooling2D` at `g=0`, `MaxPooling2D` at
+    `g=1`, `(1 - g) * mean_pool(x) + g * max_pool(x)` in between
+    (Almeida & Sauder, section 3.4, Table 4, "Gradual Mean to Max").
+"""
+        + _DOC_ARGS
+        + """
+    Example:
+
+    >>> layer = keras_gradnets.layers.GradualPooling2D((2, 2), g=1.0)
+    >>> layer(np.arange(16.0).reshape(1, 4, 4, 1)).shape
+    (1, 2, 2, 1)
+    """
+    )
+
+    def __init__(
+        self,
+        pool_size=(2, 2),
+        strides=None,
+        padding="valid",
+        data_format=None,
+        g=0.0,
+        **kwargs,
+    ):
+        super().__init__(
+            keras.layers.AveragePooling2D,
+            keras.layers.MaxPooling2D,
+            pool_size,
+            strides=strides,
+            padding=padding,
+            data_format=data_format,
+            g=g,
+            **kwargs,
+        )

@@ -1,0 +1,50 @@
+"""Public namespace: layers whose architecture changes during training.
+
+Each family keeps its layers in its own folder; this module re-exports them.
+"""
+
+from keras_gradnets.core.state import StatefulLayer
+from keras_gradnets.dynamic_capacity.dynamic_conv import DynamicConv2D
+from keras_gradnets.dynamic_capacity.dynamic_dense import DynamicDense
+from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
+from keras_gradnets.dynamic_capacity.linking import link_dynamic_layers
+from keras_gradnets.gradnets.gradnet import GradNet
+from keras_gradnets.gradnets.gradual_batch_normalization import (
+    GradualBatchNormalization,
+)
+from keras_gradnets.gradnets.gradual_conv import GradualConv1D
+from keras_gradnets.gradnets.gradual_conv import GradualConv2D
+from keras_gradnets.gradnets.gradual_dropout import GradualDropout
+from keras_gradnets.gradnets.gradual_layer import GradualLayer
+from keras_gradnets.gradnets.gradual_nin import GradualNiN2D
+from keras_gradnets.gradnets.gradual_pooling import GradualPooling1D
+from keras_gradnets.gradnets.gradual_pooling import GradualPooling2D
+from keras_gradnets.gradnets.grelu import GReLU
+from keras_gradnets.gradnets.grelu import InverseGReLU
+from keras_gradnets.mollifying.mollified import MollifiedActivation
+from keras_gradnets.mollifying.mollified import MollifiedDense
+from keras_gradnets.mollifying.mollified_rnn import MollifiedGRUCell
+from keras_gradnets.mollifying.mollified_rnn import MollifiedLSTMCell
+
+__all__ = [
+    "DynamicConv2D",
+    "DynamicDense",
+    "DynamicLayer",
+    "GReLU",
+    "GradNet",
+    "GradualBatchNormalization",
+    "GradualConv1D",
+    "GradualConv2D",
+    "GradualDropout",
+    "GradualLayer",
+    "GradualNiN2D",
+    "GradualPooling1D",
+    "GradualPooling2D",
+    "InverseGReLU",
+    "MollifiedActivation",
+    "MollifiedDense",
+    "MollifiedGRUCell",
+    "MollifiedLSTMCell",
+    "StatefulLayer",
+    "link_dynamic_layers",
+]

@@ -1,0 +1,115 @@
+"""The noisy mollified activation of Gulcehre et al., Algorithm 1.
+
+For a pre-activation `x` with activation `f` and its linear approximation at
+0, `u(x) = f(0) + f'(0) * x`, Algorithm 1 (lines 2-6, Eqn 25) computes
+
+    delta = u(x) - f(x)                     # how saturated the unit is
+    sigma = (sigmoid(a * delta) - 0.5)^2    # a: learned per unit
+    s     = p * c * sigma * |xi|,  xi ~ N(0, 1)   (half-normal noise)
+    psi   = sgn(u*) * min(|u*|, |f* + sgn(u*) * s|) + u(0)
+
+with `u* = u - u(0)`, `f* = f - u(0)`. For the supported activations `f*`
+has the sign of `u*` and `|f*| <= |u*|`, so this equals
+
+    psi = f(x) + sgn(delta) * min(|delta|, s)
+
+which is exactly `f(x)` when `s = 0` and moves towards the linear `u(x)` as
+the noise grows. For ReLU, `u(x) = x`: the linearising form of Eqns 26-27,
+which only moves the negative side. The unitwise stochastic skip connection
+(Eqns 21-24) then outputs the previous layer's unit with probability `p`.
+At inference the expectations of both the noise and the skip choice are
+used: `p * h_prev + (1 - p) * E[psi]`, with the closed form of
+`E[min(A, k |xi|)]` for a half-normal `k |xi|`.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_gradnets.core.checks import check_choice
+
+# activation name -> (f(0), f'(0)): the linear approximation u at 0.
+LINEARIZATIONS = {
+    "sigmoid": (0.5, 0.25),
+    "hard_sigmoid": (0.5, 1.0 / 6.0),
+    "tanh": (0.0, 1.0),
+    "relu": (0.0, 1.0),
+}
+
+
+def check_activation(activation):
+    """Returns the activation's name if Algorithm 1 supports it."""
+    name = (
+        activation
+        if isinstance(activation, str)
+        else getattr(activation, "__name__", activation)
+    )
+    return check_choice("activation", name, tuple(LINEARIZATIONS))
+
+
+def _saturation(x, a, activation):
+    """Returns `f(x)`, `delta = u(x) - f(x)` and `sigma` (lines 1-3)."""
+    offset, slope = LINEARIZATIONS[activation]
+    f = keras.activations.get(activation)(x)
+    delta = (offset + slope * x) - f
+    sigma = ops.square(ops.sigmoid(ops.cast(a, x.dtype) * delta) - 0.5)
+    return f, delta, sigma
+
+
+def _expected_min(bound, scale):
+    """`E[min(bound, scale * |xi|)]` for `xi ~ N(0, 1)`; 0 where scale=0."""
+    positive = scale > 0
+    safe = ops.where(positive, scale, ops.ones_like(scale))
+    ratio = bound / (safe * math.sqrt(2.0))
+    value = safe * math.sqrt(2.0 / math.pi) * (
+        1 - ops.exp(-ops.square(ratio))
+    ) + bound * (1 - ops.erf(ratio))
+    return ops.where(positive, value, ops.zeros_like(value))
+
+
+def mollified_activation(
+    x, skip, p, a, activation, c, seed_generator, stochastic
+):
+    """Algorithm 1 with the unitwise stochastic skip connection.
+
+    Args:
+        x: Pre-activation tensor.
+        skip: The previous layer's units, same shape as `x`.
+        p: Scalar tensor in [0, 1], skip probability and noise scale.
+        a: Per-unit tensor, the learned saturation sensitivity.
+        activation: A name in `LINEARIZATIONS`.
+        c: Python float, the noise constant.
+        seed_generator: A `keras.random.SeedGenerator`.
+        stochastic: Python bool: sample the noise and the skip decisions
+            (training), or use their expectations (inference).
+    """
+    p = ops.cast(p, x.dtype)
+    if stochastic:
+        f, delta, sigma = _saturation(x, a, activation)
+        xi = keras.random.normal(
+            ops.shape(x), seed=seed_generator, dtype=x.dtype
+        )
+        psi = f + ops.sign(delta) * ops.minimum(
+            ops.abs(delta), p * c * sigma * ops.abs(xi)
+        )
+        u = keras.random.uniform(
+            ops.shape(x), seed=seed_generator, dtype=x.dtype
+        )
+        return ops.where(u < p, skip, psi)
+
+    def expectation():
+        f, delta, sigma = _saturation(x, a, activation)
+        scale = p * c * sigma
+        psi = f + ops.sign(delta) * _expected_min(ops.abs(delta), scale)
+        return p * skip + (1 - p) * psi
+
+    def original():
+        return keras.activations.get(activation)(x)
+
+    # After annealing (p=0), inference costs what the activation costs.
+    if keras.backend.backend() == "torch":  # eager: a Python branch
+        if float(ops.convert_to_numpy(p)) == 0:
+            return original()
+        return expectation()
+    return ops.cond(p == 0, original, expectation)
