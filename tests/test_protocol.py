@@ -1,0 +1,338 @@
+"""The shared protocols: declared state, the base scheduler, finalize."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_gradnets
+from keras_gradnets import layers
+from keras_gradnets import schedules
+from keras_gradnets.callbacks import GradNetScheduler
+from keras_gradnets.callbacks import MollifierScheduler
+from keras_gradnets.callbacks import StateScheduler
+from tests.helpers import BACKEND
+from tests.helpers import BatchRecorder
+from tests.helpers import LastBatchMean
+from tests.test_scheduler import X_PROBE
+from tests.test_scheduler import Y_PROBE
+from tests.test_scheduler import probe_model
+from tests.test_scheduler import used_g
+
+
+def _np(x):
+    return ops.convert_to_numpy(x)
+
+
+class WeightNorm(keras.layers.Layer):
+    """A user's layer whose scale is a variable named `g` (and one `p`)."""
+
+    def build(self, input_shape):
+        self.g = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(0.3), name="g"
+        )
+        self.p = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(0.3),
+            trainable=False,
+            name="p",
+        )
+
+    def call(self, inputs):
+        return inputs * self.g
+
+
+# 1. Callbacks drive declared state only --------------------------------
+
+
+def test_schedulers_leave_a_users_g_and_p_alone():
+    user = WeightNorm(name="user")
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            layers.MollifiedDense(3, p=1.0, name="molly"),
+            user,
+            keras.layers.Dense(3),
+            layers.GReLU(name="grelu"),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    history = model.fit(
+        np.ones((4, 3)),
+        np.ones((4, 3)),
+        epochs=3,
+        verbose=0,
+        callbacks=[
+            GradNetScheduler(tau=2),
+            MollifierScheduler(schedules.LinearDecay(2), use_loss=False),
+        ],
+    )
+    assert float(_np(user.g)) == pytest.approx(0.3)
+    assert float(_np(user.p)) == pytest.approx(0.3)
+    assert history.history["g"] == [0.0, 0.5, 1.0]
+    assert history.history["p"] == [1.0, 0.5, 0.0]  # steps t = 0, 1, 2
+    assert not [k for k in history.history if k.startswith(("g_", "p_"))]
+
+
+def test_given_layers_must_declare_the_state():
+    with pytest.raises(ValueError, match="`layers`.*GradualLayer"):
+        GradNetScheduler(tau=2, layers=[WeightNorm()])
+    with pytest.raises(ValueError, match="`layers`.*MollifiedLayer"):
+        MollifierScheduler(schedules.LinearDecay(2), layers=[layers.GReLU()])
+
+
+def test_gradnet_scheduler_does_not_drive_other_families():
+    model = keras.Sequential(
+        [keras.Input((3,)), layers.MollifiedDense(3, p=1.0)]
+    )
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="found no GradualLayer"):
+        model.fit(
+            np.ones((2, 3)),
+            np.ones((2, 3)),
+            verbose=0,
+            callbacks=[GradNetScheduler(tau=2)],
+        )
+
+
+def test_declaring_state_is_required_to_add_it():
+    class Mine(keras_gradnets.layers.StatefulLayer):
+        state_ranges = {"rate": (0, None)}
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.rate = self.add_state("rate", 2.0)
+            self.add_state("other", 0.0)
+
+    with pytest.raises(ValueError, match="declares the states.*'other'"):
+        Mine()
+
+
+class RateLayer(keras_gradnets.layers.StatefulLayer):
+    """A user's own stateful layer: scales its input by `rate`."""
+
+    state_ranges = {"rate": (0, None)}
+
+    def __init__(self, rate=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = self.add_state("rate", rate)
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.rate, inputs.dtype)
+
+
+class RateScheduler(StateScheduler):
+    layer_type = RateLayer
+    state = "rate"
+
+
+def test_a_users_scheduler_on_the_base_class_reaches_the_compiled_step():
+    model = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(1, use_bias=False, kernel_initializer="ones"),
+            RateLayer(name="rate"),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.0), "mse", metrics=[LastBatchMean()])
+    recorder = BatchRecorder("last_mean")
+    history = model.fit(
+        np.ones((6, 1)),
+        np.ones((6, 1)),
+        batch_size=2,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[RateScheduler(lambda t: 2.0 * t, unit="step"), recorder],
+    )
+    assert recorder.values == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    assert history.history["rate"] == [4.0, 10.0]
+
+
+# 7. Values are checked --------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [1.7, -0.1, float("nan"), np.float32(2)])
+def test_assigning_state_out_of_range_is_an_error(value):
+    layer = layers.GReLU(name="grelu")
+    with pytest.raises(
+        ValueError, match=r"state `g` of layer 'grelu'.*\[0, 1\].*Received: g="
+    ):
+        layer.g.assign(value)
+    assert float(_np(layer.g)) == 0.0
+    with pytest.raises(ValueError, match="state `p`"):
+        layers.MollifiedDense(2).p.assign(1.5)
+
+
+@pytest.mark.parametrize("value", [1.7, float("nan")])
+def test_finalize_names_a_state_outside_its_range_correctly(value):
+    model = keras.Sequential([keras.Input((2,)), layers.GReLU(name="grelu")])
+    # A backend tensor is not checked on assignment (that is the trainers'
+    # path); finalize checks it.
+    model.layers[0].g.assign(ops.convert_to_tensor(value, "float32"))
+    with pytest.raises(
+        ValueError,
+        match=r"state `g` of layer 'grelu'.*Expected a number in \[0, 1\]",
+    ):
+        keras_gradnets.finalize(model)
+
+
+def test_finalize_between_end_points_names_layer_and_value():
+    model = keras.Sequential(
+        [keras.Input((2,)), layers.GReLU(g=0.4, name="grelu")]
+    )
+    with pytest.raises(ValueError, match="'grelu'.*g=0.4.*g=0 or g=1"):
+        keras_gradnets.finalize(model)
+
+
+@pytest.mark.parametrize("value", [None, "0.5", float("nan"), 1.5])
+def test_a_bad_schedule_value_is_an_error_naming_schedule_step_and_value(
+    value,
+):
+    def schedule(t):
+        return value
+
+    with pytest.raises(
+        ValueError,
+        match=rf"schedule <function .*schedule.*> returned "
+        rf"g={value!r} at step 0\. Expected a number in \[0, 1\]",
+    ):
+        probe_model().fit(
+            X_PROBE,
+            Y_PROBE,
+            verbose=0,
+            callbacks=[GradNetScheduler(schedule, unit="step")],
+        )
+
+
+# 8. One step numbering -----------------------------------------------------
+
+
+class StateRecorder(keras.callbacks.Callback):
+    """Records a layer state after every step (synced on JAX)."""
+
+    def __init__(self, layer, state):
+        super().__init__()
+        self.layer, self.state, self.values = layer, state, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        _ = self.model
+        self.values.append(float(_np(getattr(self.layer, self.state))))
+
+
+def test_one_schedule_gives_the_same_values_in_every_scheduler():
+    schedule = schedules.LinearDecay(decay_steps=5)
+    grelu, molly = layers.GReLU(), layers.MollifiedDense(2, p=1.0)
+    model = keras.Sequential([keras.Input((2,)), molly, grelu])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    recorders = [StateRecorder(grelu, "g"), StateRecorder(molly, "p")]
+    model.fit(
+        np.ones((8, 2)),
+        np.ones((8, 2)),
+        batch_size=2,
+        epochs=2,
+        verbose=0,
+        callbacks=[
+            GradNetScheduler(schedule, unit="step"),
+            MollifierScheduler(schedule, use_loss=False),
+            *recorders,
+        ],
+    )
+    expected = [max(0.0, 1 - t / 5) for t in range(8)]
+    assert recorders[0].values == pytest.approx(expected, abs=1e-7)
+    assert recorders[1].values == pytest.approx(expected, abs=1e-7)
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="steps_per_execution: TF/JAX")
+def test_steps_per_execution_sets_the_state_per_call_at_its_first_step():
+    model = probe_model()
+    model.compile(
+        keras.optimizers.SGD(0.0),
+        "mse",
+        metrics=[LastBatchMean()],
+        steps_per_execution=2,
+    )
+    recorder = BatchRecorder("last_mean")
+    model.fit(
+        np.concatenate([X_PROBE, X_PROBE]),
+        np.concatenate([Y_PROBE, Y_PROBE]),
+        batch_size=4,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[GradNetScheduler(tau=10, unit="step"), recorder],
+    )
+    # Six steps in three calls of two: g of steps 0, 2 and 4.
+    assert used_g(recorder) == [0.0, 0.2, 0.4]
+
+
+# 6. One finalize protocol across families -----------------------------------
+
+
+def _assert_same_outputs(model, plain, x):
+    np.testing.assert_allclose(
+        _np(plain(x, training=False)),
+        _np(model(x, training=False)),
+        atol=1e-5,
+    )
+    library = [
+        layer
+        for layer in plain._flatten_layers()
+        if type(layer).__module__.startswith("keras_gradnets")
+    ]
+    assert not library
+
+
+def test_finalize_dynamic_dense_into_mollified_dense():
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            layers.DynamicDense(40, chunks=4, activation="tanh"),
+            layers.MollifiedDense(8, p=0.0),
+        ]
+    )
+    plain = keras_gradnets.finalize(model)
+    _assert_same_outputs(model, plain, x)
+    assert plain.layers[0].units == 10
+    assert plain.layers[1].kernel.shape == (10, 8)
+
+
+def test_finalize_dynamic_conv_batch_norm_flatten_dynamic_dense():
+    x = np.random.default_rng(0).normal(size=(4, 6, 6, 2)).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            layers.DynamicConv2D(8, 3, chunks=4, activation="relu"),
+            layers.GradualBatchNormalization(g=1.0),
+            keras.layers.Flatten(),
+            layers.DynamicDense(12, chunks=3, initial_chunks=2),
+            keras.layers.Dense(3),
+        ]
+    )
+    plain = keras_gradnets.finalize(model)
+    _assert_same_outputs(model, plain, x)
+    assert [type(x).__name__ for x in plain.layers] == [
+        "Conv2D",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]
+    assert plain.layers[2].units == 8
+
+
+def test_finalize_mollified_activation_drops_the_skip_path():
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(4, name="skip")(inputs)
+    pre = keras.layers.Dense(4, name="pre")(hidden)
+    outputs = layers.MollifiedActivation("tanh", p=0.0, name="molly")(
+        [pre, hidden]
+    )
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    plain = keras_gradnets.finalize(model)
+    _assert_same_outputs(model, plain, x)
+    assert plain.get_layer("molly").__class__ is keras.layers.Activation
+    with pytest.raises(ValueError, match="'molly'.*p=0.5"):
+        model.get_layer("molly").p.assign(0.5)
+        keras_gradnets.finalize(model)
