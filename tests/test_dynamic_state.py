@@ -228,9 +228,7 @@ def test_keras_save_keeps_the_plateau_state(tmp_path):
     x, y = _data()
     model = _mlp()
     growth = _growth()
-    model.fit(
-        x, y, epochs=5, verbose=0, callbacks=[FeedLoss(LOSSES), growth]
-    )
+    model.fit(x, y, epochs=5, verbose=0, callbacks=[FeedLoss(LOSSES), growth])
     path = os.path.join(tmp_path, "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)

@@ -11,6 +11,8 @@ reads. A recurrent cell answers `finalized_layers()` with one Keras cell;
 `keras_gradnets.finalize(model)` is the one code path over this protocol.
 """
 
+from keras import ops
+
 
 def require_end_point(layer, state, ends, hint):
     """Returns the state's value if it is one of `ends`, or raises.
@@ -34,3 +36,19 @@ def require_end_point(layer, state, ends, hint):
             f"layer equal it. {hint}"
         )
     return value
+
+
+def built_with_weights(layer, input_shape, weights):
+    """Builds the plain `layer` for `input_shape` and sets its `weights`.
+
+    Args:
+        layer: An unbuilt Keras layer.
+        input_shape: The shape to build it for.
+        weights: Variables or arrays, in the order of `layer.weights`.
+
+    Returns:
+        `layer`.
+    """
+    layer.build(input_shape)
+    layer.set_weights([ops.convert_to_numpy(w) for w in weights])
+    return layer

@@ -8,6 +8,8 @@ from keras import ops
 
 from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.checks import check_number
+from keras_gradnets.core.config import serialized
+from keras_gradnets.core.finalize import built_with_weights
 from keras_gradnets.core.state import add_watched_variable
 from keras_gradnets.dynamic_capacity import linking
 
@@ -478,9 +480,7 @@ class DynamicLayer(keras.layers.Layer):
             bias[self.active_units :] = 0
             weights.append(bias)
         layer = self._plain_layer(self.units)
-        layer.build(self._built_input_shape())
-        layer.set_weights(weights)
-        return [layer]
+        return [built_with_weights(layer, self._built_input_shape(), weights)]
 
     def _built_input_shape(self):
         return (None, self.input_dim)
@@ -507,12 +507,7 @@ class DynamicLayer(keras.layers.Layer):
                 "activation": keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
                 "growth_init": self.growth_init,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
+                **serialized(self, "kernel_initializer", "bias_initializer"),
                 "active_units": self.active_units,
                 "frozen_units": self.frozen_units,
             }

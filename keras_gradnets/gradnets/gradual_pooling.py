@@ -13,11 +13,12 @@ class BaseGradualPooling(GradualLayer):
     not yet informative; mean pooling passes it to all of them.
     """
 
+    mean_pool_class = None
+    max_pool_class = None
+
     def __init__(
         self,
-        mean_pool_cls,
-        max_pool_cls,
-        pool_size,
+        pool_size=2,
         strides=None,
         padding="valid",
         data_format=None,
@@ -31,8 +32,12 @@ class BaseGradualPooling(GradualLayer):
             "padding": padding,
             "data_format": data_format,
         }
-        self.mean_pool = mean_pool_cls(**pool_kwargs, dtype=self.dtype_policy)
-        self.max_pool = max_pool_cls(**pool_kwargs, dtype=self.dtype_policy)
+        self.mean_pool = self.mean_pool_class(
+            **pool_kwargs, dtype=self.dtype_policy
+        )
+        self.max_pool = self.max_pool_class(
+            **pool_kwargs, dtype=self.dtype_policy
+        )
 
     def call(self, inputs):
         return self.blend(self.mean_pool(inputs), self.max_pool(inputs))
@@ -89,25 +94,8 @@ class GradualPooling1D(BaseGradualPooling):
     """
     )
 
-    def __init__(
-        self,
-        pool_size=2,
-        strides=None,
-        padding="valid",
-        data_format=None,
-        g=0.0,
-        **kwargs,
-    ):
-        super().__init__(
-            keras.layers.AveragePooling1D,
-            keras.layers.MaxPooling1D,
-            pool_size,
-            strides=strides,
-            padding=padding,
-            data_format=data_format,
-            g=g,
-            **kwargs,
-        )
+    mean_pool_class = keras.layers.AveragePooling1D
+    max_pool_class = keras.layers.MaxPooling1D
 
 
 @keras.saving.register_keras_serializable(package="keras_gradnets")
@@ -127,22 +115,5 @@ class GradualPooling2D(BaseGradualPooling):
     """
     )
 
-    def __init__(
-        self,
-        pool_size=(2, 2),
-        strides=None,
-        padding="valid",
-        data_format=None,
-        g=0.0,
-        **kwargs,
-    ):
-        super().__init__(
-            keras.layers.AveragePooling2D,
-            keras.layers.MaxPooling2D,
-            pool_size,
-            strides=strides,
-            padding=padding,
-            data_format=data_format,
-            g=g,
-            **kwargs,
-        )
+    mean_pool_class = keras.layers.AveragePooling2D
+    max_pool_class = keras.layers.MaxPooling2D

@@ -5,6 +5,8 @@ from keras import ops
 
 from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.checks import check_number
+from keras_gradnets.core.config import serialized
+from keras_gradnets.core.finalize import built_with_weights
 from keras_gradnets.mollifying.mollified_layer import MollifiedLayer
 from keras_gradnets.mollifying.mollify import check_activation
 from keras_gradnets.mollifying.mollify import mollified_activation
@@ -224,10 +226,10 @@ class MollifiedDense(BaseMollified):
             dtype=self.dtype_policy,
             name=self.name,
         )
-        dense.build((None, self.kernel.shape[0]))
         weights = [self.kernel] + ([self.bias] if self.use_bias else [])
-        dense.set_weights([ops.convert_to_numpy(w) for w in weights])
-        return [dense]
+        return [
+            built_with_weights(dense, (None, self.kernel.shape[0]), weights)
+        ]
 
     def get_config(self):
         return {
@@ -235,17 +237,12 @@ class MollifiedDense(BaseMollified):
             "units": self.units,
             "skip": self.skip,
             "use_bias": self.use_bias,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            "bias_initializer": keras.initializers.serialize(
-                self.bias_initializer
-            ),
-            "kernel_regularizer": keras.regularizers.serialize(
-                self.kernel_regularizer
-            ),
-            "bias_regularizer": keras.regularizers.serialize(
-                self.bias_regularizer
+            **serialized(
+                self,
+                "kernel_initializer",
+                "bias_initializer",
+                "kernel_regularizer",
+                "bias_regularizer",
             ),
         }
 

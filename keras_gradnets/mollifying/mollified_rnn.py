@@ -6,6 +6,8 @@ import keras
 from keras import ops
 
 from keras_gradnets.core.checks import check_number
+from keras_gradnets.core.config import serialized
+from keras_gradnets.core.finalize import built_with_weights
 from keras_gradnets.mollifying.mollified_layer import MollifiedLayer
 
 _MEAN_HALF_NORMAL = math.sqrt(2.0 / math.pi)  # E|xi| for xi ~ N(0, 1)
@@ -124,14 +126,8 @@ class BaseMollifiedCell(MollifiedLayer):
             name=self.name,
             **self.extra_plain,
         )
-        cell.build((None, self.kernel.shape[0]))
-        cell.set_weights(
-            [
-                ops.convert_to_numpy(w)
-                for w in (self.kernel, self.recurrent_kernel, self.bias)
-            ]
-        )
-        return [cell]
+        weights = (self.kernel, self.recurrent_kernel, self.bias)
+        return [built_with_weights(cell, (None, self.kernel.shape[0]), weights)]
 
     def get_config(self):
         return {
@@ -139,14 +135,11 @@ class BaseMollifiedCell(MollifiedLayer):
             "units": self.units,
             "deterministic": self.deterministic,
             "seed": self.seed,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            "recurrent_initializer": keras.initializers.serialize(
-                self.recurrent_initializer
-            ),
-            "bias_initializer": keras.initializers.serialize(
-                self.bias_initializer
+            **serialized(
+                self,
+                "kernel_initializer",
+                "recurrent_initializer",
+                "bias_initializer",
             ),
         }
 
