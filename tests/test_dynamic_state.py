@@ -68,7 +68,7 @@ def test_growing_by_hand_between_fits_takes_effect_in_the_next_steps():
     _assert_steps_use_reported_capacity(model, x)
 
 
-# 3. load_weights of a checkpoint at another capacity --------------------------
+# 3. load_weights of a checkpoint at another capacity -----------------------
 
 
 def test_load_weights_at_another_capacity_is_used_by_the_next_steps(tmp_path):
@@ -105,7 +105,7 @@ def test_loading_another_capacity_into_an_unlinked_model_is_an_error(
         model.load_weights(path)
 
 
-# 4. model.set_weights and EarlyStopping(restore_best_weights) ------------------
+# 4. model.set_weights and EarlyStopping(restore_best_weights) ---------------
 
 
 def test_model_set_weights_sets_the_capacity(tmp_path):
@@ -152,7 +152,7 @@ def test_early_stopping_restores_the_capacity_of_the_best_epoch():
     _assert_steps_use_reported_capacity(model, x)
 
 
-# 5. BackupAndRestore keeps the capacity and the plateau search ----------------
+# 5. BackupAndRestore keeps the capacity and the plateau search -------------
 
 
 class CrashAt(keras.callbacks.Callback):
@@ -244,7 +244,7 @@ def test_keras_save_keeps_the_plateau_state(tmp_path):
     assert [e["epoch"] for e in resumed.events] == [4, 7]
 
 
-# 7. Misconfiguration is never silent ------------------------------------------
+# 7. Misconfiguration is never silent ----------------------------------------
 
 
 def test_a_monitor_missing_from_the_logs_is_warned_about_by_name():
