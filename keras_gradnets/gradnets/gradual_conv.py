@@ -3,6 +3,7 @@
 import keras
 
 from keras_gradnets.gradnets.gradual_layer import GradualLayer
+from keras_gradnets.gradnets.gradual_layer import class_doc
 
 
 def _check_size(name, value, rank):
@@ -131,22 +132,23 @@ _DOC_ARGS = """
 """
 
 
+def _doc(rank, example):
+    summary = f"""Gradual {rank}D convolution: identity at `g=0`, a
+    shape-preserving `Conv{rank}D` at `g=1`: `(1 - g) * x + g * conv(x)`
+    (Almeida & Sauder, section 3.6, Table 6, "Gradual Conv"). The
+    convolution uses `"same"` padding, stride 1 and as many filters as the
+    input has channels.
+"""
+    return class_doc(summary, _DOC_ARGS, example)
+
+
 @keras.saving.register_keras_serializable(package="keras_gradnets")
 class GradualConv1D(BaseGradualConv):
-    __doc__ = (
-        """Gradual 1D convolution: identity at `g=0`, a shape-preserving
-    `Conv1D` at `g=1`: `(1 - g) * x + g * conv(x)` (Almeida & Sauder,
-    section 3.6, Table 6, "Gradual Conv"). The convolution uses `"same"`
-    padding, stride 1 and as many filters as the input has channels.
-"""
-        + _DOC_ARGS
-        + """
-    Example:
-
-    >>> layer = keras_gradnets.layers.GradualConv1D(3, activation="relu")
+    __doc__ = _doc(
+        1,
+        """    >>> layer = keras_gradnets.layers.GradualConv1D(3)
     >>> layer(np.ones((2, 10, 8))).shape
-    (2, 10, 8)
-    """
+    (2, 10, 8)""",
     )
 
     def __init__(self, kernel_size, **kwargs):
@@ -155,20 +157,11 @@ class GradualConv1D(BaseGradualConv):
 
 @keras.saving.register_keras_serializable(package="keras_gradnets")
 class GradualConv2D(BaseGradualConv):
-    __doc__ = (
-        """Gradual 2D convolution: identity at `g=0`, a shape-preserving
-    `Conv2D` at `g=1`: `(1 - g) * x + g * conv(x)` (Almeida & Sauder,
-    section 3.6, Table 6, "Gradual Conv"). The convolution uses `"same"`
-    padding, stride 1 and as many filters as the input has channels.
-"""
-        + _DOC_ARGS
-        + """
-    Example:
-
-    >>> layer = keras_gradnets.layers.GradualConv2D(3, activation="relu")
+    __doc__ = _doc(
+        2,
+        """    >>> layer = keras_gradnets.layers.GradualConv2D(3)
     >>> layer(np.ones((2, 8, 8, 16))).shape
-    (2, 8, 8, 16)
-    """
+    (2, 8, 8, 16)""",
     )
 
     def __init__(self, kernel_size, **kwargs):

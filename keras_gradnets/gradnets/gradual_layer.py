@@ -66,3 +66,8 @@ class GradualLayer(StatefulLayer):
 
     def get_config(self):
         return {**super().get_config(), "g": self.state_value("g")}
+
+
+def class_doc(summary, args, example):
+    """A layer class's docstring from its summary, Args and example."""
+    return f"{summary}{args}\n    Example:\n\n{example}\n    "

@@ -3,6 +3,7 @@
 import keras
 
 from keras_gradnets.gradnets.gradual_layer import GradualLayer
+from keras_gradnets.gradnets.gradual_layer import class_doc
 
 
 class BaseGradualPooling(GradualLayer):
@@ -77,43 +78,34 @@ _DOC_ARGS = """
 """
 
 
+def _doc(rank, example):
+    summary = f"""Gradual {rank}D pooling: `AveragePooling{rank}D` at `g=0`,
+    `MaxPooling{rank}D` at `g=1`, `(1 - g) * mean_pool(x) + g * max_pool(x)`
+    in between (Almeida & Sauder, section 3.4, Table 4, "Gradual Mean to
+    Max").
+"""
+    return class_doc(summary, _DOC_ARGS, example)
+
+
 @keras.saving.register_keras_serializable(package="keras_gradnets")
 class GradualPooling1D(BaseGradualPooling):
-    __doc__ = (
-        """Gradual 1D pooling: `AveragePooling1D` at `g=0`, `MaxPooling1D` at
-    `g=1`, `(1 - g) * mean_pool(x) + g * max_pool(x)` in between
-    (Almeida & Sauder, section 3.4, Table 4, "Gradual Mean to Max").
-"""
-        + _DOC_ARGS
-        + """
-    Example:
-
-    >>> layer = keras_gradnets.layers.GradualPooling1D(2, g=0.5)
+    __doc__ = _doc(
+        1,
+        """    >>> layer = keras_gradnets.layers.GradualPooling1D(2, g=0.5)
     >>> layer(np.array([[[1.0], [3.0]]]))
-    [[[2.5]]]
-    """
+    [[[2.5]]]""",
     )
-
     mean_pool_class = keras.layers.AveragePooling1D
     max_pool_class = keras.layers.MaxPooling1D
 
 
 @keras.saving.register_keras_serializable(package="keras_gradnets")
 class GradualPooling2D(BaseGradualPooling):
-    __doc__ = (
-        """Gradual 2D pooling: `AveragePooling2D` at `g=0`, `MaxPooling2D` at
-    `g=1`, `(1 - g) * mean_pool(x) + g * max_pool(x)` in between
-    (Almeida & Sauder, section 3.4, Table 4, "Gradual Mean to Max").
-"""
-        + _DOC_ARGS
-        + """
-    Example:
-
-    >>> layer = keras_gradnets.layers.GradualPooling2D((2, 2), g=1.0)
+    __doc__ = _doc(
+        2,
+        """    >>> layer = keras_gradnets.layers.GradualPooling2D((2, 2), g=1.0)
     >>> layer(np.arange(16.0).reshape(1, 4, 4, 1)).shape
-    (1, 2, 2, 1)
-    """
+    (1, 2, 2, 1)""",
     )
-
     mean_pool_class = keras.layers.AveragePooling2D
     max_pool_class = keras.layers.MaxPooling2D

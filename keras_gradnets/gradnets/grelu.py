@@ -75,14 +75,8 @@ class InverseGReLU(GReLU):
 
     The blend `(1 - g) * |x| + g * relu(x)` is a leaky ReLU whose negative
     slope goes from -1 to 0: `-(1 - g)` (Almeida & Sauder, section 3.2,
-    Table 2, "Inverse GReLU").
-
-    Args:
-        g: Float in [0, 1]. Initial mixing weight. Defaults to `0.0`.
-        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
-
-    Call arguments:
-        inputs: Input tensor of any shape.
+    Table 2, "Inverse GReLU"). Arguments and call arguments are those of
+    `GReLU`.
 
     Example:
 

@@ -227,25 +227,8 @@ class MollifiedGRUCell(BaseMollifiedCell):
     same weights. Use it in `keras.layers.RNN`; the state is
     `[h, t, phase]`.
 
-    Args:
-        units: Positive integer, dimensionality of the output space.
-        p: Float in [0, 1], the initial mollification. Defaults to `1.0`.
-        deterministic: Whether training uses the noise's expectation too.
-        seed: Integer, the random seed. Defaults to `None`.
-        kernel_initializer, recurrent_initializer, bias_initializer: As for
-            `keras.layers.GRUCell`.
-        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
-
-    Call arguments:
-        inputs: 2D tensor `(batch, features)`, one time step.
-        states: List `[h, t, phase]` of the previous step.
-        training: Python boolean: sample the noise, or use its expectation.
-
-    Example:
-
-    ```python
-    layer = keras.layers.RNN(keras_gradnets.layers.MollifiedGRUCell(32))
-    ```
+    Arguments are those of `MollifiedLSTMCell`; the call takes `states`
+    `[h, t, phase]`.
     """
 
     gates = 3
