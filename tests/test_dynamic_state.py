@@ -10,6 +10,7 @@ import pytest
 from keras import ops
 
 from keras_gradnets.callbacks import CapacityGrowth
+from keras_gradnets.layers import DynamicDense
 from keras_gradnets.layers import link_dynamic_layers
 from tests.helpers import BACKEND
 from tests.test_dynamic import FeedLoss
@@ -293,3 +294,43 @@ def test_steps_per_execution_gives_per_call_means_of_the_loss():
         assert np.mean(seen[4 * epoch : 4 * epoch + 4]) == pytest.approx(
             history.history["loss"][epoch], rel=1e-4
         )
+
+
+# Freeze and grow is the network a user would write by hand ------------------
+
+
+def test_freeze_and_grow_equals_the_same_network_in_plain_keras():
+    x, y = _data(64)
+    dynamic = keras.Sequential(
+        [
+            keras.Input((5,)),
+            DynamicDense(4, chunks=2, activation="tanh", name="hidden"),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    dynamic.compile(keras.optimizers.SGD(0.05), "mse")
+    link_dynamic_layers(dynamic)
+    dynamic.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    hidden = dynamic.get_layer("hidden")
+    hidden.grow()
+    assert (hidden.active_units, hidden.frozen_units) == (4, 2)
+    # The same network in plain Keras: the trained half as a frozen Dense.
+    inputs = keras.Input((5,))
+    frozen = keras.layers.Dense(2, activation="tanh", trainable=False)
+    new = keras.layers.Dense(2, activation="tanh")
+    out = keras.layers.Dense(1)
+    plain = keras.Model(
+        inputs,
+        out(keras.layers.Concatenate()([frozen(inputs), new(inputs)])),
+    )
+    frozen.set_weights([_np(hidden.kernels[0]), _np(hidden.biases[0])])
+    new.set_weights([_np(hidden.kernels[1]), _np(hidden.biases[1])])
+    out.set_weights(dynamic.get_layer("out").get_weights())
+    plain.compile(keras.optimizers.SGD(0.05), "mse")
+    kwargs = dict(batch_size=16, epochs=3, shuffle=False, verbose=0)
+    expected = plain.fit(x, y, **kwargs).history["loss"]
+    losses = dynamic.fit(x, y, **kwargs).history["loss"]
+    np.testing.assert_allclose(losses, expected, rtol=1e-4)
+    np.testing.assert_allclose(
+        dynamic.predict(x, verbose=0), plain.predict(x, verbose=0), rtol=1e-4
+    )
