@@ -5,12 +5,14 @@ them. `StateScheduler` is the base class to derive your own scheduler from.
 """
 
 from keras_gradnets.core.scheduler import StateScheduler
+from keras_gradnets.dropin.dropin_scheduler import DropInScheduler
 from keras_gradnets.dynamic_capacity.capacity_growth import CapacityGrowth
 from keras_gradnets.gradnets.gradnet_scheduler import GradNetScheduler
 from keras_gradnets.mollifying.mollifier_scheduler import MollifierScheduler
 
 __all__ = [
     "CapacityGrowth",
+    "DropInScheduler",
     "GradNetScheduler",
     "MollifierScheduler",
     "StateScheduler",

@@ -116,8 +116,9 @@ class _Finalizer:
             new = layers[0]
         else:
             new = keras.Sequential(layers, name=layer.name)
-        if hasattr(layer, "finalized_input"):
-            self._inputs[id(new)] = layer.finalized_input()
+        index = getattr(layer, "finalized_input", lambda: None)()
+        if index is not None:
+            self._inputs[id(new)] = index
         return new
 
     def call(self, layer, *args, **kwargs):

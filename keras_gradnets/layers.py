@@ -4,6 +4,8 @@ Each family keeps its layers in its own folder; this module re-exports them.
 """
 
 from keras_gradnets.core.state import StatefulLayer
+from keras_gradnets.dropin.dropin import DropIn
+from keras_gradnets.dropin.resize import Resize
 from keras_gradnets.dynamic_capacity.dynamic_conv import DynamicConv2D
 from keras_gradnets.dynamic_capacity.dynamic_dense import DynamicDense
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
@@ -27,6 +29,7 @@ from keras_gradnets.mollifying.mollified_rnn import MollifiedGRUCell
 from keras_gradnets.mollifying.mollified_rnn import MollifiedLSTMCell
 
 __all__ = [
+    "DropIn",
     "DynamicConv2D",
     "DynamicDense",
     "DynamicLayer",
@@ -45,6 +48,7 @@ __all__ = [
     "MollifiedDense",
     "MollifiedGRUCell",
     "MollifiedLSTMCell",
+    "Resize",
     "StatefulLayer",
     "link_dynamic_layers",
 ]

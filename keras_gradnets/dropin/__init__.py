@@ -1,0 +1,1 @@
+"""DropIn (Smith, Hand & Doster): DropIn, Resize and DropInScheduler."""
