@@ -23,6 +23,7 @@ PAIRS = [
     ("fit + GradNetScheduler(epoch) / fit", "scheduler_epoch", "grelu", 1.03),
     ("fit + GradNetScheduler(step) / fit", "scheduler_step", "grelu", 1.03),
     ("MollifiedDense / Dense+sigmoid, train", "mollified", "sigmoid", 1.5),
+    ("DropIn / Dropout, same rate, train", "dropin", "dropout_skip", 1.10),
     (
         "MollifiedDense / Dense+sigmoid, infer",
         "mollified_p0",
@@ -49,6 +50,17 @@ def worker(rounds, only):
                 layers.append(dropout())
         layers.append(keras.layers.Dense(10))
         model = keras.Sequential(layers)
+        model.compile(keras.optimizers.SGD(0.01), "mse")
+        return model
+
+    def mixed_mlp(mix):
+        """6 x (Dense(256) + ReLU), each output mixed with its input."""
+        inputs = keras.Input((256,))
+        h = inputs
+        for _ in range(6):
+            new = keras.layers.Dense(256, activation="relu")(h)
+            h = mix(h, new)
+        model = keras.Model(inputs, keras.layers.Dense(10)(h))
         model.compile(keras.optimizers.SGD(0.01), "mse")
         return model
 
@@ -84,6 +96,18 @@ def worker(rounds, only):
             [kg.callbacks.GradNetScheduler(tau=10**9, unit="step")],
         ),
         "sigmoid": (sigmoid_model, []),
+        "dropout_skip": (
+            mixed_mlp(lambda h, new: keras.layers.Dropout(0.5)(new)),
+            [],
+        ),
+        "dropin": (
+            mixed_mlp(
+                lambda h, new: kg.layers.DropIn("regularizing", rate=0.5)(
+                    [h, new]
+                )
+            ),
+            [],
+        ),
         "mollified": (mollified_model, []),
     }
     # Inference after annealing (p=0): predict time, not fit time.
