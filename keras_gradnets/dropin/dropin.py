@@ -6,6 +6,7 @@ from keras import ops
 from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.finalize import require_end_point
+from keras_gradnets.core.noise import noise_shape_for
 from keras_gradnets.core.state import StatefulLayer
 
 MODES = ("gradual", "regularizing")
@@ -123,21 +124,12 @@ class DropIn(StatefulLayer):
             return ops.convert_to_tensor(1 - self.rate, dtype)
         return ops.cast(self.g, dtype)
 
-    def _noise_shape(self, inputs):
-        shape = ops.shape(inputs)
-        if self.noise_shape is None:
-            return shape
-        return tuple(
-            shape[i] if dim is None else dim
-            for i, dim in enumerate(self.noise_shape)
-        )
-
     def call(self, inputs, training=None):
         skip, new = inputs
         share = self._new_share(new.dtype)
         if training:
             noise = keras.random.uniform(
-                self._noise_shape(new), seed=self.seed_generator
+                noise_shape_for(new, self.noise_shape), seed=self.seed_generator
             )
             return ops.where(noise < ops.cast(share, noise.dtype), new, skip)
         return (1 - share) * skip + share * new

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_gradnets.core.checks import check_number
+from keras_gradnets.core.noise import noise_shape_for
 from keras_gradnets.gradnets.gradual_layer import GradualLayer
 
 
@@ -64,20 +65,11 @@ class GradualDropout(GradualLayer):
             )
         keep = 1 - ops.cast(self.g, inputs.dtype) * self.rate
         noise = keras.random.uniform(
-            self._noise_shape(inputs),
+            noise_shape_for(inputs, self.noise_shape),
             seed=self.seed_generator,
             dtype=inputs.dtype,
         )
         return ops.where(noise < keep, inputs / keep, ops.zeros_like(inputs))
-
-    def _noise_shape(self, inputs):
-        shape = ops.shape(inputs)
-        if self.noise_shape is None:
-            return shape
-        return tuple(
-            shape[i] if dim is None else dim
-            for i, dim in enumerate(self.noise_shape)
-        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
