@@ -4,6 +4,9 @@ Each family keeps its callbacks in its own folder; this module re-exports
 them. `StateScheduler` is the base class to derive your own scheduler from.
 """
 
+from keras_gradnets.architecture_search.temperature_scheduler import (
+    TemperatureScheduler,
+)
 from keras_gradnets.core.scheduler import StateScheduler
 from keras_gradnets.dropin.dropin_scheduler import DropInScheduler
 from keras_gradnets.dynamic_capacity.capacity_growth import CapacityGrowth
@@ -16,4 +19,5 @@ __all__ = [
     "GradNetScheduler",
     "MollifierScheduler",
     "StateScheduler",
+    "TemperatureScheduler",
 ]

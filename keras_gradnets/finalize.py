@@ -4,6 +4,7 @@ import inspect
 
 import keras
 
+from keras_gradnets.core.width import width_cuts
 from keras_gradnets.dynamic_capacity.linking import dynamic_readers
 
 
@@ -31,15 +32,17 @@ class _Finalizer:
     by copies of the plain layers it names, recursively; any other layer by
     a copy of itself. Dynamic layers whose readers all have a kernel over
     their units shrink to their active size, and those kernels' rows with
-    them, whichever family the reader comes from.
+    them, whichever family the reader comes from; the layers around a
+    layer that answers `finalized_width()` are cut to that width (see
+    `keras_gradnets.core.width`).
     """
 
     def __init__(self, model):
         self._weight_sources = []
         self._inputs = {}
+        self._identities = set()
         # id of an original layer -> units to keep / input rows to keep.
-        self._units = {}
-        self._rows = {}
+        self._units, self._rows = width_cuts(model)
         for layer, (consumers, others) in dynamic_readers(model).items():
             if consumers and not others:
                 self._units[id(layer)] = layer.active_units
@@ -70,9 +73,9 @@ class _Finalizer:
     def _copy(self, layer):
         config = layer.get_config()
         units = self._units.get(id(layer))
-        if units is not None:
-            key = "filters" if "filters" in config else "units"
-            config[key] = units
+        for key in ("filters", "units"):
+            if units is not None and key in config:
+                config[key] = units
         new = layer.__class__.from_config(config)
         rows = self._rows.get(id(layer))
         kernel = _kernel_index(layer)
@@ -112,6 +115,7 @@ class _Finalizer:
         layers = self.replace(layer)
         if not layers:
             new = keras.layers.Identity(name=layer.name)
+            self._identities.add(id(new))
         elif len(layers) == 1:
             new = layers[0]
         else:
@@ -131,6 +135,8 @@ class _Finalizer:
         """
         if id(layer) in self._inputs:
             args = (args[0][self._inputs[id(layer)]], *args[1:])
+        if id(layer) in self._identities:
+            return args[0]
         parameters = inspect.signature(layer.call).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
             kwargs = {k: v for k, v in kwargs.items() if k in parameters}

@@ -3,6 +3,9 @@
 Each family keeps its layers in its own folder; this module re-exports them.
 """
 
+from keras_gradnets.architecture_search.concrete_depth import ConcreteDepth
+from keras_gradnets.architecture_search.concrete_width import ConcreteWidth
+from keras_gradnets.architecture_search.heads import attach_heads
 from keras_gradnets.core.state import StatefulLayer
 from keras_gradnets.dropin.dropin import DropIn
 from keras_gradnets.dropin.resize import Resize
@@ -29,6 +32,8 @@ from keras_gradnets.mollifying.mollified_rnn import MollifiedGRUCell
 from keras_gradnets.mollifying.mollified_rnn import MollifiedLSTMCell
 
 __all__ = [
+    "ConcreteDepth",
+    "ConcreteWidth",
     "DropIn",
     "DynamicConv2D",
     "DynamicDense",
@@ -50,5 +55,6 @@ __all__ = [
     "MollifiedLSTMCell",
     "Resize",
     "StatefulLayer",
+    "attach_heads",
     "link_dynamic_layers",
 ]

@@ -1,9 +1,11 @@
 """Public namespace: schedules, small serializable maps from a step to a value.
 
 Each family keeps its schedules in its own folder (`gradnets/`,
-`mollifying/`, `dynamic_capacity/`); this module re-exports them.
+`mollifying/`, `dynamic_capacity/`, `architecture_search/`); this module
+re-exports them.
 """
 
+from keras_gradnets.architecture_search.geometric import Geometric
 from keras_gradnets.core.schedule import Schedule
 from keras_gradnets.core.schedule import deserialize
 from keras_gradnets.core.schedule import get
@@ -16,6 +18,7 @@ from keras_gradnets.mollifying.schedules import MollifyExponential
 from keras_gradnets.mollifying.schedules import SqrtDecay
 
 __all__ = [
+    "Geometric",
     "GrowthWarmup",
     "LayerSchedule",
     "Linear",

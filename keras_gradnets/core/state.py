@@ -137,9 +137,39 @@ class StatefulLayer(keras.layers.Layer):
     the host (`layer.g.assign(0.5)`, `set_weights`, `load_weights`) are
     checked against the range: an out-of-range or non-finite value is a
     `ValueError`.
+
+    The states of the layer's `keras.random.SeedGenerator` attributes are
+    saved with its weights too (Keras leaves them out), so a run resumed
+    from a checkpoint draws the same random numbers as one that was never
+    interrupted.
     """
 
     state_ranges = {}
+
+    def _seed_states(self):
+        return [
+            value.state
+            for value in vars(self).values()
+            if isinstance(value, keras.random.SeedGenerator)
+        ]
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, state in enumerate(self._seed_states()):
+            store[f"seed_{i}"] = state
+
+    def load_own_variables(self, store):
+        seeds = self._seed_states()
+        for i, state in enumerate(seeds):
+            if f"seed_{i}" in store:
+                state.assign(store[f"seed_{i}"])
+        super().load_own_variables(
+            {
+                key: store[key]
+                for key in store.keys()
+                if not key.startswith("seed_")
+            }
+        )
 
     def add_state(self, name, value):
         """Creates the declared state `name` with initial `value`.

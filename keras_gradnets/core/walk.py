@@ -1,5 +1,7 @@
 """Finding layers nested anywhere inside a model."""
 
+import itertools
+
 import keras
 
 
@@ -34,3 +36,30 @@ def walk_layers(root):
         seen.add(id(layer))
         yield layer
         stack.extend(reversed(list(_children(layer))))
+
+
+def _tensor(layer, attribute):
+    """`layer.input` or `layer.output`, or None where Keras has none."""
+    try:
+        return getattr(layer, attribute)
+    except (AttributeError, ValueError):
+        return None
+
+
+def reader_pairs(model):
+    """Yields `(layer, reader)` for the direct connections inside `model`.
+
+    In a Sequential model each layer reads the one before it. In a
+    functional model a layer reads another when its `input` is the other's
+    `output` (layers used at several places have neither, and are skipped).
+    """
+    layers = model.layers
+    if isinstance(model, keras.Sequential):
+        yield from itertools.pairwise(layers)
+        return
+    outputs = [(layer, _tensor(layer, "output")) for layer in layers]
+    for reader in layers:
+        tensor = _tensor(reader, "input")
+        for layer, output in outputs:
+            if output is not None and tensor is output and layer is not reader:
+                yield layer, reader

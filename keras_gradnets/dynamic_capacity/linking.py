@@ -8,12 +8,12 @@ changes, builds their optimizers, and writes the weights that read newly
 active units.
 """
 
-import itertools
 import weakref
 
 import keras
 from keras import ops
 
+from keras_gradnets.core.walk import reader_pairs
 from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.dynamic_capacity import dynamic_layer
 
@@ -187,14 +187,6 @@ def _initialize_for_capacity(layer):
 # Finding the readers ------------------------------------------------------
 
 
-def _tensor(layer, attribute):
-    """`layer.input` or `layer.output`, or None where Keras has none."""
-    try:
-        return getattr(layer, attribute)
-    except (AttributeError, ValueError):
-        return None
-
-
 def _reads_units(layer, producer):
     """Whether `layer` has a kernel whose input axis is `producer`'s units."""
     if isinstance(layer, dynamic_layer.DynamicLayer):
@@ -206,25 +198,6 @@ def _reads_units(layer, producer):
         and len(kernel.shape) >= 2
         and kernel.shape[-2] == producer.units
     )
-
-
-def _reader_pairs(model):
-    """Yields `(layer, reader)` for the direct connections inside `model`.
-
-    In a Sequential model each layer reads the one before it. In a
-    functional model a layer reads another when its `input` is the other's
-    `output` (layers used at several places have neither, and are skipped).
-    """
-    layers = model.layers
-    if isinstance(model, keras.Sequential):
-        yield from itertools.pairwise(layers)
-        return
-    outputs = [(layer, _tensor(layer, "output")) for layer in layers]
-    for reader in layers:
-        tensor = _tensor(reader, "input")
-        for layer, output in outputs:
-            if output is not None and tensor is output and layer is not reader:
-                yield layer, reader
 
 
 def dynamic_readers(model):
@@ -242,7 +215,7 @@ def dynamic_readers(model):
     for submodel in walk_layers(model):
         if not isinstance(submodel, keras.Model):
             continue
-        for layer, reader in _reader_pairs(submodel):
+        for layer, reader in reader_pairs(submodel):
             if layer in readers:
                 readers[layer].append(reader)
     result = {}
