@@ -194,9 +194,13 @@ def finalize(model):
     active size, with the rows of the kernels that read it sliced to match,
     whichever family the reader belongs to (when every reader has such a
     kernel; otherwise the plain layer keeps the full size, with zero weights
-    for the inactive units). Every layer answers the same finalize protocol
-    (`finalized_layers()`), so chains across families work. Nested models
-    are finalized too. The result
+    for the inactive units), a `ConcreteDepth` by its most probable depth's
+    head (the other heads and the deeper blocks leave the model), and a
+    `ConcreteWidth` by nothing, with the `Dense`/`Conv*` layer before it
+    (and any batch norm in between) cut to the most probable width and the
+    layers that read it to the matching input rows. Every layer answers
+    the same finalize protocol (`finalized_layers()`), so chains across
+    families work. Nested models are finalized too. The result
     holds copies of the weights, shares nothing with `model`, and gives the
     same outputs in inference mode.
 

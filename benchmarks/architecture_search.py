@@ -1,0 +1,203 @@
+"""One architecture-search run of keras_gradnets against keras-tuner.
+
+Searches the same space two ways on `load_digits` (an MLP of depth 1..3,
+each hidden layer 8, 16, 32 or 64 units wide: 84 architectures):
+
+* keras-tuner `RandomSearch`, `--trials` models trained from scratch for
+  `--epochs` epochs each, as a user would run it;
+* one `fit` of keras_gradnets' joint depth and width model (Grathwohl et
+  al.: a `ConcreteDepth` over a head per block, a `ConcreteWidth` per
+  hidden layer, the temperature annealed from 0.1 to 1e-3) for the same
+  `--epochs`, then `finalize` to the chosen plain network, evaluated as it
+  comes out and after `--finetune` more epochs of plain training.
+
+It prints, per method, the chosen architecture, its validation accuracy,
+its parameter count and the total wall time, side by side in one run.
+
+    pip install keras-tuner   # the `benchmarks` extra
+    KERAS_BACKEND=jax python benchmarks/architecture_search.py [--trials 20]
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+import keras
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+import keras_gradnets
+from keras_gradnets import layers
+from keras_gradnets.callbacks import TemperatureScheduler
+
+DEPTH = 3
+WIDTHS = [8, 16, 32, 64]
+BATCH = 64
+
+
+def data():
+    digits = load_digits()
+    x = (digits.data / 16).astype("float32")
+    return train_test_split(
+        x, digits.target, test_size=0.25, random_state=0, stratify=digits.target
+    )
+
+
+def compile_model(model, learning_rate=3e-3):
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def plain_mlp(widths):
+    return compile_model(
+        keras.Sequential(
+            [
+                keras.Input((64,)),
+                *[keras.layers.Dense(w, activation="relu") for w in widths],
+                keras.layers.Dense(10),
+            ]
+        )
+    )
+
+
+def describe(model):
+    dense = [x for x in model.layers if isinstance(x, keras.layers.Dense)]
+    return "-".join(str(x.units) for x in dense[:-1])
+
+
+def keras_tuner_search(x, y, x_val, y_val, trials, epochs, seed):
+    import keras_tuner
+
+    def build(hp):
+        depth = hp.Int("depth", 1, DEPTH)
+        return plain_mlp(
+            [hp.Choice(f"width_{i}", WIDTHS) for i in range(depth)]
+        )
+
+    with tempfile.TemporaryDirectory() as directory:
+        tuner = keras_tuner.RandomSearch(
+            build,
+            objective="val_accuracy",
+            max_trials=trials,
+            seed=seed,
+            directory=directory,
+            project_name="digits",
+            overwrite=True,
+        )
+        start = time.perf_counter()
+        tuner.search(
+            x,
+            y,
+            validation_data=(x_val, y_val),
+            epochs=epochs,
+            batch_size=BATCH,
+            verbose=0,
+        )
+        seconds = time.perf_counter() - start
+        best = tuner.get_best_models(1)[0]
+    accuracy = best.evaluate(x_val, y_val, verbose=0)[1]
+    return describe(best), accuracy, best.count_params(), seconds
+
+
+def concrete_search(x, y, x_val, y_val, epochs, finetune, gamma, seed):
+    keras.utils.set_random_seed(seed)
+    start = time.perf_counter()
+    inputs = keras.Input((64,))
+    heads = layers.attach_heads(
+        inputs,
+        [
+            [
+                keras.layers.Dense(WIDTHS[-1], activation="relu"),
+                layers.ConcreteWidth(WIDTHS, gamma=gamma[1]),
+            ]
+            for _ in range(DEPTH)
+        ],
+        head=keras.layers.Dense(10, name="head"),
+    )
+    outputs = layers.ConcreteDepth(gamma=gamma[0])(heads)
+    model = compile_model(keras.Model(inputs, outputs))
+    model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=BATCH,
+        verbose=0,
+        callbacks=[TemperatureScheduler()],
+    )
+    plain = compile_model(keras_gradnets.finalize(model))
+    searched = time.perf_counter() - start
+    accuracy = plain.evaluate(x_val, y_val, verbose=0)[1]
+    plain.fit(x, y, epochs=finetune, batch_size=BATCH, verbose=0)
+    seconds = time.perf_counter() - start
+    tuned = plain.evaluate(x_val, y_val, verbose=0)[1]
+    return (
+        describe(plain),
+        accuracy,
+        tuned,
+        plain.count_params(),
+        model.count_params(),
+        searched,
+        seconds,
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--finetune", type=int, default=10)
+    parser.add_argument("--depth-gamma", type=float, default=1e-2)
+    parser.add_argument("--width-gamma", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    x, x_val, y, y_val = data()
+    print(
+        f"backend {keras.backend.backend()} | load_digits {len(x)} train, "
+        f"{len(x_val)} validation | space: depth 1..{DEPTH}, widths "
+        f"{WIDTHS} ({sum(len(WIDTHS) ** d for d in range(1, DEPTH + 1))} "
+        f"architectures) | {args.epochs} epochs per model"
+    )
+    arch, acc, tuned, params, full, searched, seconds = concrete_search(
+        x,
+        y,
+        x_val,
+        y_val,
+        args.epochs,
+        args.finetune,
+        (args.depth_gamma, args.width_gamma),
+        args.seed,
+    )
+    keras.utils.set_random_seed(args.seed)
+    kt = keras_tuner_search(
+        x, y, x_val, y_val, args.trials, args.epochs, args.seed
+    )
+    print(
+        f"{'method':<44} {'chosen':>9} {'val acc':>8} {'params':>7} "
+        f"{'wall s':>7}"
+    )
+    print(
+        f"{f'keras-tuner RandomSearch, {args.trials} trials':<44} "
+        f"{kt[0]:>9} {kt[1]:>8.4f} {kt[2]:>7} {kt[3]:>7.1f}"
+    )
+    print(
+        f"{'keras_gradnets, one fit, finalized':<44} {arch:>9} {acc:>8.4f} "
+        f"{params:>7} {searched:>7.1f}"
+    )
+    print(
+        f"{f'  + {args.finetune} epochs of the finalized model':<44} "
+        f"{arch:>9} {tuned:>8.4f} {params:>7} {seconds:>7.1f}"
+    )
+    print(
+        f"search model {full} params; wall time ratio keras-tuner / "
+        f"keras_gradnets (with fine-tuning): {kt[3] / seconds:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    main()
