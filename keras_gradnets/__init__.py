@@ -5,6 +5,7 @@ from keras_gradnets import callbacks
 from keras_gradnets import layers
 from keras_gradnets import schedules
 from keras_gradnets.finalize import finalize
+from keras_gradnets.gradnets.gradualize import gradualize
 
 __version__ = "0.1.0"
 
@@ -12,6 +13,7 @@ __all__ = [
     "analysis",
     "callbacks",
     "finalize",
+    "gradualize",
     "layers",
     "schedules",
     "__version__",

@@ -96,7 +96,11 @@ class _Finalizer:
         if hasattr(layer, "finalized_layers"):
             components = layer.finalized_layers()
             self._pass_on(layer, components)
-            return [new for c in components for new in self.replace(c)]
+            layers = [new for c in components for new in self.replace(c)]
+            if len(layers) == 1 and not isinstance(layers[0], keras.Model):
+                # One plain layer takes the name of the layer it stands for.
+                layers[0].name = layer.name
+            return layers
         if isinstance(layer, keras.Model):
             return [self.model(layer)]
         if isinstance(layer, keras.layers.RNN) and hasattr(

@@ -14,6 +14,7 @@ from keras_gradnets.dynamic_capacity.dynamic_dense import DynamicDense
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 from keras_gradnets.dynamic_capacity.linking import link_dynamic_layers
 from keras_gradnets.gradnets.gradnet import GradNet
+from keras_gradnets.gradnets.gradual_activation import GradualActivation
 from keras_gradnets.gradnets.gradual_batch_normalization import (
     GradualBatchNormalization,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "DynamicLayer",
     "GReLU",
     "GradNet",
+    "GradualActivation",
     "GradualBatchNormalization",
     "GradualConv1D",
     "GradualConv2D",

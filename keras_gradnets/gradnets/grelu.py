@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_gradnets.core.checks import check_number
 from keras_gradnets.gradnets.gradual_layer import GradualLayer
 
 
@@ -28,17 +29,26 @@ def _leaky(x, slope):
 class GReLU(GradualLayer):
     """Gradual ReLU: identity at `g=0`, ReLU at `g=1`.
 
-    The blend `(1 - g) * x + g * relu(x)` is computed as a leaky ReLU whose
-    negative slope is `1 - g` (Almeida & Sauder, section 3.2: "equivalent to
-    interpolate the slope of the negative part of leaky ReLUs resulting in a
-    technique with no overhead"):
+    Computes `(1 - g) * x + g * relu(x)` (Almeida & Sauder, section 3.2).
+    For the plain ReLU this is a leaky ReLU whose negative slope is `1 - g`
+    ("equivalent to interpolate the slope of the negative part of leaky
+    ReLUs resulting in a technique with no overhead"):
 
     ```python
     f(x) = x              if x >= 0
     f(x) = (1 - g) * x    if x < 0
     ```
 
+    The arguments of `keras.layers.ReLU` (`max_value`, `negative_slope`,
+    `threshold`) choose the ReLU reached at `g=1`, such as MobileNet's
+    `ReLU(max_value=6)`; `keras_gradnets.finalize` gives back that `ReLU`.
+
     Args:
+        max_value: Float >= 0 or `None`, the ReLU's maximum. Defaults to
+            `None` (unbounded).
+        negative_slope: Float >= 0, the ReLU's slope below `threshold`.
+            Defaults to `0.0`.
+        threshold: Float >= 0, the ReLU's threshold. Defaults to `0.0`.
         g: Float in [0, 1]. Initial mixing weight. Defaults to `0.0`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
@@ -52,12 +62,37 @@ class GReLU(GradualLayer):
     [-1.0, -0.25, 0.0, 2.0]
     """
 
+    def __init__(
+        self, max_value=None, negative_slope=0.0, threshold=0.0, g=0.0, **kwargs
+    ):
+        super().__init__(g=g, **kwargs)
+        if max_value is not None:
+            max_value = float(check_number("max_value", max_value, low=0))
+        self.max_value = max_value
+        self.relu_negative_slope = float(
+            check_number("negative_slope", negative_slope, low=0)
+        )
+        self.threshold = float(check_number("threshold", threshold, low=0))
+
+    def _leaky_form(self):
+        """Whether the ReLU is leaky only (no maximum, no threshold)."""
+        return self.max_value is None and self.threshold == 0
+
     def negative_slope(self):
-        """The current slope of the negative part, `1 - g`."""
-        return 1 - self.g
+        """The current slope of the negative part, `1 - g * (1 - a)` for a
+        ReLU of negative slope `a` (`1 - g` for the plain ReLU)."""
+        return 1 - self.g * (1 - self.relu_negative_slope)
 
     def call(self, inputs):
-        return _leaky(inputs, self.negative_slope())
+        if self._leaky_form():
+            return _leaky(inputs, self.negative_slope())
+        relu = keras.activations.relu(
+            inputs,
+            negative_slope=self.relu_negative_slope,
+            max_value=self.max_value,
+            threshold=self.threshold,
+        )
+        return self.blend(inputs, relu)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -66,7 +101,21 @@ class GReLU(GradualLayer):
         return [keras.layers.Identity()]
 
     def late_layers(self):
-        return [keras.layers.ReLU()]
+        return [
+            keras.layers.ReLU(
+                max_value=self.max_value,
+                negative_slope=self.relu_negative_slope,
+                threshold=self.threshold,
+            )
+        ]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "max_value": self.max_value,
+            "negative_slope": self.relu_negative_slope,
+            "threshold": self.threshold,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_gradnets")
@@ -75,8 +124,14 @@ class InverseGReLU(GReLU):
 
     The blend `(1 - g) * |x| + g * relu(x)` is a leaky ReLU whose negative
     slope goes from -1 to 0: `-(1 - g)` (Almeida & Sauder, section 3.2,
-    Table 2, "Inverse GReLU"). Arguments and call arguments are those of
-    `GReLU`.
+    Table 2, "Inverse GReLU"). It reaches the plain ReLU only.
+
+    Args:
+        g: Float in [0, 1]. Initial mixing weight. Defaults to `0.0`.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: Input tensor of any shape.
 
     Example:
 
@@ -85,9 +140,15 @@ class InverseGReLU(GReLU):
     [2.0, 0.0, 2.0]
     """
 
+    def __init__(self, g=0.0, **kwargs):
+        super().__init__(g=g, **kwargs)
+
     def negative_slope(self):
         """The current slope of the negative part, `-(1 - g)`."""
         return self.g - 1
+
+    def get_config(self):
+        return GradualLayer.get_config(self)
 
     def early_layers(self):
         raise ValueError(
