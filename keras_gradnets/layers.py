@@ -13,6 +13,9 @@ from keras_gradnets.dynamic_capacity.dynamic_conv import DynamicConv2D
 from keras_gradnets.dynamic_capacity.dynamic_dense import DynamicDense
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 from keras_gradnets.dynamic_capacity.linking import link_dynamic_layers
+from keras_gradnets.gradnets.affine_spatial_transformer import (
+    AffineSpatialTransformer,
+)
 from keras_gradnets.gradnets.gradnet import GradNet
 from keras_gradnets.gradnets.gradual_activation import GradualActivation
 from keras_gradnets.gradnets.gradual_batch_normalization import (
@@ -25,6 +28,9 @@ from keras_gradnets.gradnets.gradual_layer import GradualLayer
 from keras_gradnets.gradnets.gradual_nin import GradualNiN2D
 from keras_gradnets.gradnets.gradual_pooling import GradualPooling1D
 from keras_gradnets.gradnets.gradual_pooling import GradualPooling2D
+from keras_gradnets.gradnets.gradual_spatial_transformer import (
+    GradualSpatialTransformer,
+)
 from keras_gradnets.gradnets.grelu import GReLU
 from keras_gradnets.gradnets.grelu import InverseGReLU
 from keras_gradnets.mollifying.mollified import MollifiedActivation
@@ -33,6 +39,7 @@ from keras_gradnets.mollifying.mollified_rnn import MollifiedGRUCell
 from keras_gradnets.mollifying.mollified_rnn import MollifiedLSTMCell
 
 __all__ = [
+    "AffineSpatialTransformer",
     "ConcreteDepth",
     "ConcreteWidth",
     "DropIn",
@@ -50,6 +57,7 @@ __all__ = [
     "GradualNiN2D",
     "GradualPooling1D",
     "GradualPooling2D",
+    "GradualSpatialTransformer",
     "InverseGReLU",
     "MollifiedActivation",
     "MollifiedDense",
