@@ -29,6 +29,16 @@ def check_output_size(output_size):
     )
 
 
+def with_localization(config):
+    """`config` with its serialized `localization` network deserialized."""
+    return {
+        **config,
+        "localization": keras.saving.deserialize_keras_object(
+            config["localization"]
+        ),
+    }
+
+
 def _axis(size):
     """Normalized coordinates in [-1, 1] of `size` pixel centres."""
     if size == 1:
@@ -195,8 +205,4 @@ class AffineSpatialTransformer(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["localization"] = keras.saving.deserialize_keras_object(
-            config["localization"]
-        )
-        return cls(**config)
+        return cls(**with_localization(config))

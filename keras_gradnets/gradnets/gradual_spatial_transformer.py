@@ -5,6 +5,7 @@ import keras
 from keras_gradnets.gradnets.affine_spatial_transformer import (
     AffineSpatialTransformer,
 )
+from keras_gradnets.gradnets.affine_spatial_transformer import with_localization
 from keras_gradnets.gradnets.gradual_layer import GradualLayer
 
 
@@ -97,8 +98,4 @@ class GradualSpatialTransformer(GradualLayer):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["localization"] = keras.saving.deserialize_keras_object(
-            config["localization"]
-        )
-        return cls(**config)
+        return cls(**with_localization(config))
