@@ -36,7 +36,6 @@ _POOLING = {
     keras.layers.MaxPooling1D: GradualPooling1D,
     keras.layers.MaxPooling2D: GradualPooling2D,
 }
-_BASE_KEYS = ("name", "trainable", "dtype")
 
 
 def _activation_name(activation):
@@ -116,10 +115,8 @@ class _Gradualizer:
                 )
             ]
         if self.batch_norm and kind is keras.layers.BatchNormalization:
-            twin = GradualBatchNormalization(
-                name=layer.name,
-                **{k: v for k, v in config.items() if k not in _BASE_KEYS},
-            )
+            # It takes BatchNormalization's config, base layer keys included.
+            twin = GradualBatchNormalization(**config)
             self._weight_sources.append((twin.batch_norm, layer.get_weights))
             return [twin]
         return [self._copy(layer)]
