@@ -1,6 +1,14 @@
+import os
+
 import keras
 import numpy as np
 import pytest
+
+# `tests/distributed` runs in its own process on 2 devices; see
+# `tests/test_distributed.py`.
+collect_ignore = (
+    [] if os.environ.get("KERAS_GRADNETS_DEVICES") else ["distributed"]
+)
 
 
 def pytest_addoption(parser):

@@ -8,6 +8,7 @@ changes, builds their optimizers, and writes the weights that read newly
 active units.
 """
 
+import contextlib
 import weakref
 
 import keras
@@ -304,7 +305,11 @@ def link_dynamic_layers(model):
             f"{optimizer.gradient_accumulation_steps}"
         )
     if dynamic and optimizer is not None and not optimizer.built:
-        optimizer.build(model.trainable_variables)
+        # On TensorFlow, slots of mirrored variables are made in the scope
+        # of the model's strategy, where `fit` would make them.
+        strategy = getattr(model, "distribute_strategy", None)
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            optimizer.build(model.trainable_variables)
     if dynamic:
         # Functions traced before linking read every input of a linked
         # dynamic layer and may hold nothing: trace them again.
