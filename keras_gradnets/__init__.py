@@ -3,6 +3,7 @@
 from keras_gradnets import analysis
 from keras_gradnets import callbacks
 from keras_gradnets import layers
+from keras_gradnets import plotting
 from keras_gradnets import schedules
 from keras_gradnets.finalize import finalize
 from keras_gradnets.gradnets.gradualize import gradualize
@@ -15,6 +16,7 @@ __all__ = [
     "finalize",
     "gradualize",
     "layers",
+    "plotting",
     "schedules",
     "__version__",
 ]
