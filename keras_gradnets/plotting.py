@@ -2,6 +2,8 @@
 
 import numpy as np
 
+__all__ = ["is_state_key", "plot_history"]
+
 # The keys the package's callbacks log a state under, alone or as
 # `<key>_<layer name>` (see `keras_gradnets.callbacks.StateScheduler`).
 STATE_KEYS = ("g", "dropin", "p", "capacity", "temperature")

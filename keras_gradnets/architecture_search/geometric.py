@@ -22,9 +22,12 @@ class Geometric(Schedule):
 
     Example:
 
+    ```python
     >>> schedule = keras_gradnets.schedules.Geometric(0.1, 1e-3, 2)
     >>> [round(schedule(t), 6) for t in range(4)]
     [0.1, 0.01, 0.001, 0.001]
+
+    ```
     """
 
     def __init__(self, start, end, decay_steps):

@@ -36,9 +36,12 @@ class Resize(keras.layers.Layer):
 
     Example:
 
+    ```python
     >>> skip = np.ones((2, 16, 16, 8))
-    >>> keras_gradnets.layers.Resize(8, 8, channels=16)(skip).shape
+    >>> tuple(keras_gradnets.layers.Resize(8, 8, channels=16)(skip).shape)
     (2, 8, 8, 16)
+
+    ```
     """
 
     def __init__(

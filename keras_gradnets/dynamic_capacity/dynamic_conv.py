@@ -29,9 +29,9 @@ class DynamicConv2D(DynamicLayer):
         data_format: `"channels_last"` or `"channels_first"`. Defaults to
             `keras.config.image_data_format()`.
         dilation_rate: Integer or tuple of 2 integers. Defaults to 1.
-        activation, use_bias, growth_init, kernel_initializer,
-            bias_initializer: As in `DynamicDense`.
-        **kwargs: Base layer arguments.
+        **kwargs: `activation`, `use_bias`, `growth_init`,
+            `kernel_initializer` and `bias_initializer` as in
+            `DynamicDense`, and the base layer arguments.
 
     Call arguments:
         inputs: 4D tensor.

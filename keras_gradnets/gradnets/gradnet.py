@@ -32,13 +32,16 @@ class GradNet(GradualLayer):
 
     Example:
 
+    ```python
     >>> # Mean pooling that turns into a learned strided convolution.
     >>> layer = keras_gradnets.layers.GradNet(
     ...     early=keras.layers.AveragePooling2D(2),
     ...     late=keras.layers.Conv2D(8, 2, strides=2),
     ... )
-    >>> layer(np.ones((1, 4, 4, 8))).shape
+    >>> tuple(layer(np.ones((1, 4, 4, 8))).shape)
     (1, 2, 2, 8)
+
+    ```
     """
 
     def __init__(self, early, late, g=0.0, **kwargs):

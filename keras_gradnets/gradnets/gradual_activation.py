@@ -27,9 +27,12 @@ class GradualActivation(GradualLayer):
 
     Example:
 
+    ```python
     >>> layer = keras_gradnets.layers.GradualActivation("tanh", g=0.5)
-    >>> layer(np.array([0.0, 1.0]))
-    [0.0, 0.88079703]
+    >>> keras.ops.convert_to_numpy(layer(np.array([0.0, 1.0]))).tolist()
+    [0.0, 0.8808]
+
+    ```
     """
 
     def __init__(self, activation, g=0.0, **kwargs):

@@ -33,6 +33,7 @@ class GradualBatchNormalization(GradualLayer):
 
     Example:
 
+    ```python
     >>> layer = keras_gradnets.layers.GradualBatchNormalization(momentum=0.9)
     >>> model = keras.Sequential([
     ...     keras.Input((16,)),
@@ -40,6 +41,8 @@ class GradualBatchNormalization(GradualLayer):
     ...     layer,
     ...     keras.layers.ReLU(),
     ... ])
+
+    ```
     """
 
     def __init__(self, g=0.0, **kwargs):

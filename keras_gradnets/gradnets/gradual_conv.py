@@ -147,7 +147,7 @@ class GradualConv1D(BaseGradualConv):
     __doc__ = _doc(
         1,
         """    >>> layer = keras_gradnets.layers.GradualConv1D(3)
-    >>> layer(np.ones((2, 10, 8))).shape
+    >>> tuple(layer(np.ones((2, 10, 8))).shape)
     (2, 10, 8)""",
     )
 
@@ -160,7 +160,7 @@ class GradualConv2D(BaseGradualConv):
     __doc__ = _doc(
         2,
         """    >>> layer = keras_gradnets.layers.GradualConv2D(3)
-    >>> layer(np.ones((2, 8, 8, 16))).shape
+    >>> tuple(layer(np.ones((2, 8, 8, 16))).shape)
     (2, 8, 8, 16)""",
     )
 

@@ -34,10 +34,14 @@ class GradualDropout(GradualLayer):
 
     Example:
 
+    ```python
     >>> layer = keras_gradnets.layers.GradualDropout(0.5, g=0.0)
     >>> x = np.ones((2, 4))
-    >>> layer(x, training=True)  # g=0: nothing is dropped yet
-    [[1., 1., 1., 1.], [1., 1., 1., 1.]]
+    >>> y = layer(x, training=True)  # g=0: nothing is dropped yet
+    >>> keras.ops.convert_to_numpy(y).tolist()
+    [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+
+    ```
     """
 
     def __init__(self, rate, noise_shape=None, seed=None, g=0.0, **kwargs):

@@ -70,4 +70,7 @@ class GradualLayer(StatefulLayer):
 
 def class_doc(summary, args, example):
     """A layer class's docstring from its summary, Args and example."""
-    return f"{summary}{args}\n    Example:\n\n{example}\n    "
+    return (
+        f"{summary}{args}\n    Example:\n\n    ```python\n{example}\n\n"
+        "    ```\n    "
+    )

@@ -36,9 +36,12 @@ class GradualNiN2D(GradualLayer):
 
     Example:
 
+    ```python
     >>> layer = keras_gradnets.layers.GradualNiN2D(16, 3, padding="same")
-    >>> layer(np.ones((2, 8, 8, 3))).shape
+    >>> tuple(layer(np.ones((2, 8, 8, 3))).shape)
     (2, 8, 8, 16)
+
+    ```
     """
 
     def __init__(

@@ -92,7 +92,7 @@ class GradualPooling1D(BaseGradualPooling):
     __doc__ = _doc(
         1,
         """    >>> layer = keras_gradnets.layers.GradualPooling1D(2, g=0.5)
-    >>> layer(np.array([[[1.0], [3.0]]]))
+    >>> keras.ops.convert_to_numpy(layer(np.array([[[1.0], [3.0]]]))).tolist()
     [[[2.5]]]""",
     )
     mean_pool_class = keras.layers.AveragePooling1D
@@ -104,7 +104,7 @@ class GradualPooling2D(BaseGradualPooling):
     __doc__ = _doc(
         2,
         """    >>> layer = keras_gradnets.layers.GradualPooling2D((2, 2), g=1.0)
-    >>> layer(np.arange(16.0).reshape(1, 4, 4, 1)).shape
+    >>> tuple(layer(np.arange(16.0).reshape(1, 4, 4, 1)).shape)
     (1, 2, 2, 1)""",
     )
     mean_pool_class = keras.layers.AveragePooling2D

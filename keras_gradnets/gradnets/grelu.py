@@ -57,9 +57,13 @@ class GReLU(GradualLayer):
 
     Example:
 
+    ```python
     >>> layer = keras_gradnets.layers.GReLU(g=0.75)
-    >>> layer(np.array([-4.0, -1.0, 0.0, 2.0]))
+    >>> y = layer(np.array([-4.0, -1.0, 0.0, 2.0]))
+    >>> keras.ops.convert_to_numpy(y).tolist()
     [-1.0, -0.25, 0.0, 2.0]
+
+    ```
     """
 
     def __init__(
@@ -135,9 +139,12 @@ class InverseGReLU(GReLU):
 
     Example:
 
+    ```python
     >>> layer = keras_gradnets.layers.InverseGReLU(g=0.5)
-    >>> layer(np.array([-4.0, 0.0, 2.0]))
+    >>> keras.ops.convert_to_numpy(layer(np.array([-4.0, 0.0, 2.0]))).tolist()
     [2.0, 0.0, 2.0]
+
+    ```
     """
 
     def __init__(self, g=0.0, **kwargs):

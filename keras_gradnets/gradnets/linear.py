@@ -21,9 +21,12 @@ class Linear(Schedule):
 
     Example:
 
+    ```python
     >>> schedule = keras_gradnets.schedules.Linear(tau=4)
     >>> [schedule(t) for t in range(6)]
     [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+
+    ```
     """
 
     def __init__(self, tau, start=0):

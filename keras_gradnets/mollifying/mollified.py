@@ -101,7 +101,9 @@ class MollifiedDense(BaseMollified):
         deterministic: Whether training uses the expectations too.
         seed: Integer, the random seed. Defaults to `None`.
         use_bias: Whether the layer uses a bias. Defaults to `True`.
-        kernel_initializer, bias_initializer, kernel_regularizer,
+        kernel_initializer: As for `keras.layers.Dense`.
+        bias_initializer: As for `keras.layers.Dense`.
+        kernel_regularizer: As for `keras.layers.Dense`.
         bias_regularizer: As for `keras.layers.Dense`.
         a_initializer: Initializer of `a`. Defaults to U[-2, 2].
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.

@@ -162,8 +162,9 @@ class MollifiedLSTMCell(BaseMollifiedCell):
         p: Float in [0, 1], the initial mollification. Defaults to `1.0`.
         deterministic: Whether training uses the noise's expectation too.
         seed: Integer, the random seed. Defaults to `None`.
-        kernel_initializer, recurrent_initializer, bias_initializer: As for
-            `keras.layers.LSTMCell`.
+        kernel_initializer: As for `keras.layers.LSTMCell`.
+        recurrent_initializer: As for `keras.layers.LSTMCell`.
+        bias_initializer: As for `keras.layers.LSTMCell`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:

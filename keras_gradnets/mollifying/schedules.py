@@ -43,9 +43,12 @@ class MollifyExponential(LayerSchedule):
 
     Example:
 
+    ```python
     >>> schedule = keras_gradnets.schedules.MollifyExponential(k=100)
     >>> round(schedule(999, layer=2, num_layers=4), 4)  # 1 - exp(-0.05)
     0.0488
+
+    ```
     """
 
     def __init__(self, k):
@@ -87,9 +90,12 @@ class SqrtDecay(_BoundedDecay):
 
     Example:
 
+    ```python
     >>> schedule = keras_gradnets.schedules.SqrtDecay(100, p_min=0.1)
     >>> [schedule(t) for t in (0, 25, 100)]
     [1.0, 0.5, 0.1]
+
+    ```
     """
 
     def __call__(self, step, layer=1, num_layers=1, loss=1.0):
@@ -109,9 +115,12 @@ class LinearDecay(_BoundedDecay):
 
     Example:
 
+    ```python
     >>> schedule = keras_gradnets.schedules.LinearDecay(100)
     >>> [schedule(t) for t in (0, 25, 100, 200)]
     [1.0, 0.75, 0.0, 0.0]
+
+    ```
     """
 
     def __call__(self, step, layer=1, num_layers=1, loss=1.0):
