@@ -75,10 +75,11 @@ def plot_history(
     Example:
 
     ```python
-    history = model.fit(x, y, epochs=20,
-                        callbacks=[keras_gradnets.callbacks.GradNetScheduler(5)])
+    scheduler = keras_gradnets.callbacks.GradNetScheduler(tau=5)
+    history = model.fit(x, y, validation_split=0.2, epochs=20,
+                        callbacks=[scheduler])
     ax, g_ax = keras_gradnets.plotting.plot_history(
-        history, metrics=["loss", "val_loss"])
+        history, metrics=["loss", "val_loss"])  # g dotted, on g_ax
     ```
     """
     import matplotlib.pyplot as plt
