@@ -76,3 +76,31 @@ def check_choice(name, value, choices):
             f"Expected one of {sorted(choices)}. Received: {name}={value!r}"
         )
     return value
+
+
+def check_sizes(name, value, rank, scalar=True):
+    """Returns `value` as a tuple of `rank` positive ints, or raises.
+
+    Args:
+        name: Argument name used in the error message.
+        value: A tuple or list of `rank` positive integers, or (with
+            `scalar`) one positive integer used for every axis.
+        rank: The number of axes.
+        scalar: Whether one integer stands for all axes.
+    """
+    if scalar and isinstance(value, numbers.Integral):
+        values = (value,) * rank
+    elif isinstance(value, (list, tuple)):
+        values = tuple(value)
+    else:
+        values = ()
+    if len(values) != rank or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+        for v in values
+    ):
+        one = "a positive integer or " if scalar else ""
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected {one}"
+            f"a tuple of {rank} positive integers. Received: {name}={value!r}"
+        )
+    return tuple(int(v) for v in values)

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
+from keras_gradnets.core.checks import check_sizes
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
-from keras_gradnets.gradnets.gradual_conv import _check_size
 
 
 @keras.saving.register_keras_serializable(package="keras_gradnets")
@@ -59,9 +59,9 @@ class DynamicConv2D(DynamicLayer):
         **kwargs,
     ):
         super().__init__(filters, chunks, initial_chunks, **kwargs)
-        self.kernel_size = _check_size("kernel_size", kernel_size, 2)
-        self.strides = _check_size("strides", strides, 2)
-        self.dilation_rate = _check_size("dilation_rate", dilation_rate, 2)
+        self.kernel_size = check_sizes("kernel_size", kernel_size, 2)
+        self.strides = check_sizes("strides", strides, 2)
+        self.dilation_rate = check_sizes("dilation_rate", dilation_rate, 2)
         self.padding = padding
         if padding not in ("valid", "same"):
             raise ValueError(

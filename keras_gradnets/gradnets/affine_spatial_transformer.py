@@ -1,32 +1,12 @@
 """An affine spatial transformer with a differentiable bilinear sampler."""
 
-import numbers
-
 import keras
 import numpy as np
 from keras import ops
 
+from keras_gradnets.core.checks import check_sizes
+
 IDENTITY = np.array([1, 0, 0, 0, 1, 0], "float32")
-
-
-def check_output_size(output_size):
-    """Returns `output_size` as a tuple of two positive ints, or raises."""
-    if (
-        isinstance(output_size, (list, tuple))
-        and len(output_size) == 2
-        and all(
-            isinstance(n, numbers.Integral)
-            and not isinstance(n, bool)
-            and n > 0
-            for n in output_size
-        )
-    ):
-        return tuple(int(n) for n in output_size)
-    raise ValueError(
-        "Invalid value received for argument `output_size`. Expected a "
-        "tuple of two positive integers `(height, width)`. Received: "
-        f"output_size={output_size!r}"
-    )
 
 
 def with_localization(config):
@@ -152,7 +132,9 @@ class AffineSpatialTransformer(keras.layers.Layer):
 
     def __init__(self, output_size, localization, **kwargs):
         super().__init__(**kwargs)
-        self.output_size = check_output_size(output_size)
+        self.output_size = check_sizes(
+            "output_size", output_size, 2, scalar=False
+        )
         if not isinstance(localization, keras.layers.Layer):
             raise ValueError(
                 "Invalid value received for argument `localization`. Expected "

@@ -2,21 +2,9 @@
 
 import keras
 
+from keras_gradnets.core.checks import check_sizes
 from keras_gradnets.gradnets.gradual_layer import GradualLayer
 from keras_gradnets.gradnets.gradual_layer import class_doc
-
-
-def _check_size(name, value, rank):
-    values = (value,) * rank if isinstance(value, int) else tuple(value)
-    if len(values) != rank or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values
-    ):
-        raise ValueError(
-            f"Invalid value received for argument `{name}`. Expected a "
-            f"positive integer or a tuple of {rank} positive integers. "
-            f"Received: {name}={value!r}"
-        )
-    return values
 
 
 class BaseGradualConv(GradualLayer):
@@ -48,8 +36,8 @@ class BaseGradualConv(GradualLayer):
         self.rank = rank
         keras.activations.get(activation)
         self.conv_config = {
-            "kernel_size": _check_size("kernel_size", kernel_size, rank),
-            "dilation_rate": _check_size("dilation_rate", dilation_rate, rank),
+            "kernel_size": check_sizes("kernel_size", kernel_size, rank),
+            "dilation_rate": check_sizes("dilation_rate", dilation_rate, rank),
             "activation": activation,
             "use_bias": use_bias,
             "kernel_initializer": kernel_initializer,
