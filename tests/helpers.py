@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_gradnets import layers
+
 BACKEND = keras.backend.backend()
 
 
@@ -10,12 +12,16 @@ class LastBatchMean(keras.metrics.Metric):
     """Reports the mean prediction of the latest batch, not a running mean.
 
     Metric variables live in the compiled train step's state on every
-    backend, so this reads what the step itself computed.
+    backend, so this reads what the step itself computed. Under a
+    distribution strategy, `aggregation="mean"` averages the replicas'
+    values, so one replica that used a stale value would show.
     """
 
-    def __init__(self, name="last_mean", **kwargs):
+    def __init__(self, name="last_mean", aggregation="sum", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.value = self.add_variable(shape=(), initializer="zeros")
+        self.value = self.add_variable(
+            shape=(), initializer="zeros", aggregation=aggregation
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         self.value.assign(ops.cast(ops.mean(y_pred), self.value.dtype))
@@ -41,3 +47,12 @@ def jit_modes():
     if BACKEND == "torch":
         return [False]
     return [False, True]
+
+
+class TemperatureProbe(layers.ConcreteWidth):
+    """Outputs the temperature its call uses, in every unit."""
+
+    def call(self, inputs, training=None):
+        # The logits term, 0, keeps a gradient path (TensorFlow wants one).
+        temperature = ops.cast(self.temperature, inputs.dtype)
+        return inputs * 0 + temperature + 0 * ops.sum(self.logits)

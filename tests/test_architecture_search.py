@@ -14,6 +14,7 @@ from keras_gradnets.callbacks import TemperatureScheduler
 from keras_gradnets.schedules import Geometric
 from tests.helpers import BatchRecorder
 from tests.helpers import LastBatchMean
+from tests.helpers import TemperatureProbe
 from tests.helpers import jit_modes
 
 RNG = np.random.default_rng(0)
@@ -222,15 +223,6 @@ def test_only_the_penalty_moves_a_choice_the_data_cannot_see(gamma):
 
 
 # The scheduler -------------------------------------------------------------
-
-
-class TemperatureProbe(layers.ConcreteWidth):
-    """Outputs the temperature its call uses, in every unit."""
-
-    def call(self, inputs, training=None):
-        # The logits term, 0, keeps a gradient path (TensorFlow wants one).
-        temperature = ops.cast(self.temperature, inputs.dtype)
-        return inputs * 0 + temperature + 0 * ops.sum(self.logits)
 
 
 @pytest.mark.parametrize("jit_compile", jit_modes())

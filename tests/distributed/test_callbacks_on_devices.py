@@ -9,29 +9,14 @@ replica would show) and the value each device holds.
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 import keras_gradnets as kg
 from keras_gradnets import layers
 from keras_gradnets import schedules
 from tests.distributed.replicas import replica_values
 from tests.helpers import BatchRecorder
-
-
-class ReplicaMean(keras.metrics.Metric):
-    """The mean prediction of the latest batch, averaged over replicas."""
-
-    def __init__(self, name="last_mean", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.value = self.add_variable(
-            shape=(), initializer="zeros", aggregation="mean"
-        )
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        self.value.assign(ops.cast(ops.mean(y_pred), self.value.dtype))
-
-    def result(self):
-        return ops.convert_to_tensor(self.value)
+from tests.helpers import LastBatchMean
+from tests.helpers import TemperatureProbe
 
 
 class EpochValues(keras.callbacks.Callback):
@@ -47,7 +32,11 @@ class EpochValues(keras.callbacks.Callback):
 
 
 def _compile(model):
-    model.compile(keras.optimizers.SGD(0.0), "mse", metrics=[ReplicaMean()])
+    model.compile(
+        keras.optimizers.SGD(0.0),
+        "mse",
+        metrics=[LastBatchMean(aggregation="mean")],
+    )
     return model
 
 
@@ -163,14 +152,6 @@ def test_mollifier_scheduler_moves_p_on_every_replica(scope):
         epochs.values, [[expected[i]] * 2 for i in (1, 3, 5)], atol=1e-6
     )
     assert logs["p"] == pytest.approx([0.9, 0.7, 0.5], abs=1e-6)
-
-
-class TemperatureProbe(layers.ConcreteWidth):
-    """Outputs the temperature its call uses, in every unit."""
-
-    def call(self, inputs, training=None):
-        temperature = ops.cast(self.temperature, inputs.dtype)
-        return inputs * 0 + temperature + 0 * ops.sum(self.logits)
 
 
 def test_temperature_scheduler_moves_the_temperature_on_every_replica(scope):
