@@ -12,8 +12,6 @@ import base64
 import json
 import pathlib
 
-from mkdocs.structure.files import File
-
 import keras_gradnets
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -36,6 +34,10 @@ def notebook_figures(path):
 
 
 def on_files(files, config):
+    # Imported here so that `on_config` (checked by the tests, which do not
+    # install MkDocs) loads without it.
+    from mkdocs.structure.files import File
+
     changelog = str(ROOT / "CHANGELOG.md")
     files.append(File.generated(config, "changelog.md", abs_src_path=changelog))
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
