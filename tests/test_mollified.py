@@ -68,7 +68,10 @@ def test_training_mean_matches_inference_expectation(activation, p):
     layer = layers.MollifiedDense(6, activation, c=200.0, p=p, seed=3)
     layer.build(X.shape)
     layer.a.assign(np.full(6, 2.0, "float32"))
-    samples = np.stack([numpy(layer(X, training=True)) for _ in range(3000)])
+    # The noise and the skip choices are drawn per element: one call on
+    # 3000 copies of X gives 3000 independent samples of each output.
+    samples = numpy(layer(np.tile(X, (3000, 1)), training=True))
+    samples = samples.reshape(3000, len(X), 6)
     standard_error = samples.std(axis=0) / np.sqrt(len(samples))
     error = np.abs(samples.mean(axis=0) - numpy(layer(X, training=False)))
     assert np.all(error <= 5 * standard_error + 1e-6)
