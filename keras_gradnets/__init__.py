@@ -8,7 +8,7 @@ from keras_gradnets import schedules
 from keras_gradnets.finalize import finalize
 from keras_gradnets.gradnets.gradualize import gradualize
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "analysis",

@@ -1,9 +1,13 @@
 """Turning a trained keras_gradnets model into a plain Keras model."""
 
-import inspect
+import warnings
 
 import keras
 
+from keras_gradnets.core.rewrite import Rewriter
+from keras_gradnets.core.state import declares_state
+from keras_gradnets.core.state import scalar_value
+from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.core.width import width_cuts
 from keras_gradnets.dynamic_capacity.linking import dynamic_readers
 
@@ -24,13 +28,14 @@ def _kernel_index(layer):
     return None
 
 
-class _Finalizer:
-    """Builds the plain replacement of a model and copies its weights.
+class _Finalizer(Rewriter):
+    """The plain replacement of every layer, on the rewriting engine.
 
-    One code path: a layer that answers the finalize protocol
-    (`finalized_layers()`, see `keras_gradnets.core.finalize`) is replaced
-    by copies of the plain layers it names, recursively; any other layer by
-    a copy of itself. Dynamic layers whose readers all have a kernel over
+    A layer that answers the finalize protocol (`finalized_layers()`, see
+    `keras_gradnets.core.finalize`) is replaced by the plain layers it
+    names, themselves finalized; a recurrent wrapper (`RNN`,
+    `Bidirectional`) whose cell answers it gets the plain cell; any other
+    layer is copied. Dynamic layers whose readers all have a kernel over
     their units shrink to their active size, and those kernels' rows with
     them, whichever family the reader comes from; the layers around a
     layer that answers `finalized_width()` are cut to that width (see
@@ -38,9 +43,7 @@ class _Finalizer:
     """
 
     def __init__(self, model):
-        self._weight_sources = []
-        self._inputs = {}
-        self._identities = set()
+        super().__init__()
         # id of an original layer -> units to keep / input rows to keep.
         self._units, self._rows = width_cuts(model)
         for layer, (consumers, others) in dynamic_readers(model).items():
@@ -70,17 +73,19 @@ class _Finalizer:
                         table[id(component)] = size
                         break
 
-    def _copy(self, layer):
-        config = layer.get_config()
+    def copy(self, layer, weights=None, **changes):
         units = self._units.get(id(layer))
-        for key in ("filters", "units"):
-            if units is not None and key in config:
-                config[key] = units
-        new = layer.__class__.from_config(config)
         rows = self._rows.get(id(layer))
+        if weights is not None or (units is None and rows is None):
+            return super().copy(layer, weights, **changes)
+        if units is not None:
+            config = layer.get_config()
+            changes.update(
+                {key: units for key in ("filters", "units") if key in config}
+            )
         kernel = _kernel_index(layer)
 
-        def weights():
+        def cut():
             values = layer.get_weights()
             if kernel is not None and rows is not None:
                 values[kernel] = values[kernel][..., :rows, :]
@@ -88,99 +93,60 @@ class _Finalizer:
                 values = [v[..., :units] for v in values]
             return values
 
-        self._weight_sources.append((new, weights))
-        return new
+        return super().copy(layer, cut, **changes)
+
+    def input_index(self, layer):
+        return getattr(layer, "finalized_input", lambda: None)()
 
     def replace(self, layer):
-        """Returns the list of plain layers that stand for `layer`."""
         if hasattr(layer, "finalized_layers"):
             components = layer.finalized_layers()
             self._pass_on(layer, components)
-            layers = [new for c in components for new in self.replace(c)]
+            layers = [new for c in components for new in self.replacements(c)]
             if len(layers) == 1 and not isinstance(layers[0], keras.Model):
                 # One plain layer takes the name of the layer it stands for.
                 layers[0].name = layer.name
             return layers
-        if isinstance(layer, keras.Model):
-            return [self.model(layer)]
-        if isinstance(layer, keras.layers.RNN) and hasattr(
-            layer.cell, "finalized_layers"
-        ):
-            (cell,) = layer.cell.finalized_layers()
+        if isinstance(layer, keras.layers.Bidirectional):
+            forward = _plain_rnn(layer.forward_layer)
+            backward = _plain_rnn(layer.backward_layer)
+            if forward is None and backward is None:
+                return None
+            forward = forward or (layer.forward_layer, None)
+            backward = backward or (layer.backward_layer, None)
             config = layer.get_config()
-            config["cell"] = keras.saving.serialize_keras_object(cell)
-            new = keras.layers.RNN.from_config(config)
-            self._weight_sources.append((new, cell.get_weights))
+            config["layer"] = keras.saving.serialize_keras_object(forward[0])
+            config["backward_layer"] = keras.saving.serialize_keras_object(
+                backward[0]
+            )
+            new = keras.layers.Bidirectional.from_config(config)
+
+            def weights():
+                return [
+                    *(forward[1] or layer.forward_layer.get_weights)(),
+                    *(backward[1] or layer.backward_layer.get_weights)(),
+                ]
+
+            self.weights_from(new, weights)
             return [new]
-        return [self._copy(layer)]
+        if isinstance(layer, keras.layers.RNN):
+            plain = _plain_rnn(layer)
+            if plain is not None:
+                new, weights = plain
+                self.weights_from(new, weights)
+                return [new]
+        return None
 
-    def replace_one(self, layer):
-        """Like `replace`, but always returns one layer."""
-        layers = self.replace(layer)
-        if not layers:
-            new = keras.layers.Identity(name=layer.name)
-            self._identities.add(id(new))
-        elif len(layers) == 1:
-            new = layers[0]
-        else:
-            new = keras.Sequential(layers, name=layer.name)
-        index = getattr(layer, "finalized_input", lambda: None)()
-        if index is not None:
-            self._inputs[id(new)] = index
-        return new
 
-    def call(self, layer, *args, **kwargs):
-        """Calls a replacement layer, as `clone_model` replays the graph.
-
-        A replacement of a layer that took a list of inputs reads the one
-        input its original names (`finalized_input()`); keyword arguments
-        its `call` does not take (such as the `mask=None` that Keras records
-        for `BatchNormalization`) are dropped.
-        """
-        if id(layer) in self._inputs:
-            args = (args[0][self._inputs[id(layer)]], *args[1:])
-        if id(layer) in self._identities:
-            return args[0]
-        parameters = inspect.signature(layer.call).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-            kwargs = {k: v for k, v in kwargs.items() if k in parameters}
-        return layer(*args, **kwargs)
-
-    def model(self, model):
-        if isinstance(model, keras.Sequential):
-            if not model.built or not model.inputs:
-                raise ValueError(
-                    f"Model '{model.name}' is not built. Call it on data or "
-                    "start it with `keras.Input(...)` before finalizing."
-                )
-            spec = model.inputs[0]
-            layers = [
-                new for layer in model.layers for new in self.replace(layer)
-            ]
-            return keras.Sequential(
-                [
-                    keras.Input(batch_shape=spec.shape, dtype=spec.dtype),
-                    *layers,
-                ],
-                name=model.name,
-            )
-        try:
-            return keras.models.clone_model(
-                model,
-                clone_function=self.replace_one,
-                call_function=self.call,
-            )
-        except ValueError as error:
-            raise ValueError(
-                f"Cannot finalize model '{model.name}': only Sequential and "
-                "functional models can be rebuilt. For a subclassed model, "
-                "build the plain model yourself from each gradual layer's "
-                f"`finalized_layers()`. ({error})"
-            ) from error
-
-    def copy_weights(self):
-        for new, weights in self._weight_sources:
-            new.set_weights(weights())
+def _plain_rnn(layer):
+    """`(RNN, weights)`: the plain `RNN` around the finalized cell of the
+    `RNN` layer, and its weights; None for a cell without a protocol."""
+    if not hasattr(layer.cell, "finalized_layers"):
+        return None
+    (cell,) = layer.cell.finalized_layers()
+    config = layer.get_config()
+    config["cell"] = keras.saving.serialize_keras_object(cell)
+    return keras.layers.RNN.from_config(config), cell.get_weights
 
 
 def finalize(model):
@@ -228,7 +194,29 @@ def finalize(model):
     plain.save("plain.keras")  # loads without keras_gradnets
     ```
     """
-    finalizer = _Finalizer(model)
-    plain = finalizer.model(model)
-    finalizer.copy_weights()
-    return plain
+    _warn_if_never_annealed(model)
+    return _Finalizer(model).rewrite(model)
+
+
+def _warn_if_never_annealed(model):
+    """Warns when a trained model's layers with a `g` all sit at g=0."""
+    gradual = [
+        layer for layer in walk_layers(model) if declares_state(layer, "g")
+    ]
+    optimizer = getattr(model, "optimizer", None)
+    trained = (
+        optimizer is not None
+        and optimizer.built
+        and int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0
+    )
+    if trained and gradual and all(scalar_value(x.g) == 0 for x in gradual):
+        warnings.warn(
+            f"Every one of the {len(gradual)} layers with a state `g` in "
+            f"model '{model.name}' is at g=0 after training, so `finalize` "
+            "returns the early architecture (a GReLU becomes an identity, "
+            "a GradualDropout no dropout, ...): no scheduler moved g. Pass "
+            "`keras_gradnets.callbacks.GradNetScheduler` (or "
+            "`DropInScheduler`) to `fit`, or set the states yourself with "
+            "`layer.g.assign(...)`.",
+            stacklevel=3,
+        )

@@ -148,3 +148,48 @@ def test_subclassed_model_is_an_error():
     net(np.ones((1, 2)))
     with pytest.raises(ValueError, match="Sequential and functional"):
         keras_gradnets.finalize(net)
+
+
+def _grelu_model():
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(3), layers.GReLU(name="grelu")]
+    )
+    model.compile("sgd", "mse")
+    return model
+
+
+def test_finalize_warns_when_no_scheduler_moved_g(recwarn):
+    model = _grelu_model()
+    x = np.ones((4, 3), "float32")
+    model.fit(x, x, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match="no scheduler moved g"):
+        keras_gradnets.finalize(model)
+    scheduled = _grelu_model()
+    callbacks = [keras_gradnets.callbacks.GradNetScheduler(tau=1)]
+    scheduled.fit(x, x, epochs=2, verbose=0, callbacks=callbacks)
+    recwarn.clear()
+    keras_gradnets.finalize(scheduled)
+    assert not [w for w in recwarn if "no scheduler" in str(w.message)]
+
+
+def test_mid_annealing_error_names_the_callbacks_that_restore_weights():
+    model = _grelu_model()
+    model.get_layer("grelu").g.assign(0.4)
+    with pytest.raises(ValueError, match="restore_best_weights.*start_from"):
+        keras_gradnets.finalize(model)
+
+
+def test_setting_a_state_attribute_goes_through_its_variable(tmp_path):
+    model = _grelu_model()
+    grelu = model.get_layer("grelu")
+    grelu.g = 1.0
+    assert isinstance(grelu.g, keras.Variable)
+    x = -np.ones((2, 3), "float32")
+    model.layers[0].set_weights([np.eye(3, dtype="float32"), np.zeros(3)])
+    np.testing.assert_array_equal(model.predict(x, verbose=0), 0 * x)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    assert float(keras.saving.load_model(path).get_layer("grelu").g) == 1.0
+    with pytest.raises(ValueError, match="Received: g=2.0"):
+        grelu.g = 2.0
+    assert float(grelu.g) == 1.0

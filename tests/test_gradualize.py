@@ -202,7 +202,7 @@ def test_gradualized_model_trains_with_the_scheduler():
 
 
 @pytest.mark.parametrize(
-    "option", ["activations", "dropout", "pooling", "batch_norm"]
+    "option", ["activations", "dropout", "pooling", "batch_norm", "verbose"]
 )
 def test_options_must_be_booleans(option):
     with pytest.raises(ValueError, match=f"`{option}`.*True or False"):

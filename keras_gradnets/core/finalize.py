@@ -33,7 +33,11 @@ def require_end_point(layer, state, ends, hint):
         raise ValueError(
             f"Layer '{layer.name}' ({layer.__class__.__name__}) has "
             f"{state}={value}, and only at {ends_text} does a plain Keras "
-            f"layer equal it. {hint}"
+            f"layer equal it. {hint} If the schedule did reach its end, a "
+            "callback restored earlier weights, and the state with them: "
+            "`EarlyStopping(restore_best_weights=True)` or "
+            "`ModelCheckpoint(save_best_only=True)` are the usual causes; "
+            "give them a `start_from_epoch` past the end of the schedule."
         )
     return value
 

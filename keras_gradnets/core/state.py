@@ -132,11 +132,11 @@ class StatefulLayer(keras.layers.Layer):
     a non-trainable float32 scalar variable, never autocast (mixed precision
     keeps it float32), saved with the layer's weights.
 
-    Callbacks derived from `keras_gradnets.core.StateScheduler` find the
-    layers they drive by class and declared state name. Values assigned from
-    the host (`layer.g.assign(0.5)`, `set_weights`, `load_weights`) are
-    checked against the range: an out-of-range or non-finite value is a
-    `ValueError`.
+    Callbacks derived from `keras_gradnets.callbacks.StateScheduler` find
+    the layers they drive by class and declared state name. Values assigned
+    from the host (`layer.g.assign(0.5)`, `layer.g = 0.5`, `set_weights`,
+    `load_weights`) are checked against the range: an out-of-range or
+    non-finite value is a `ValueError`.
 
     The states of the layer's `keras.random.SeedGenerator` attributes are
     saved with its weights too (Keras leaves them out), so a run resumed
@@ -145,6 +145,16 @@ class StatefulLayer(keras.layers.Layer):
     """
 
     state_ranges = {}
+
+    def __setattr__(self, name, value):
+        # `layer.g = 1.0` goes through the state's variable: checked, saved
+        # and seen by the compiled steps, as `layer.g.assign(1.0)` is.
+        if name in self.state_ranges and not isinstance(value, keras.Variable):
+            variable = getattr(self, name, None)
+            if isinstance(variable, keras.Variable):
+                variable.assign(value)
+                return
+        super().__setattr__(name, value)
 
     def _seed_states(self):
         return [

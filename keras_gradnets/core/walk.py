@@ -46,11 +46,6 @@ def _tensor(layer, attribute):
         return None
 
 
-def output_of(layer):
-    """`layer.output`, or None for a layer used at several places."""
-    return _tensor(layer, "output")
-
-
 def reader_pairs(model):
     """Yields `(layer, reader)` for the direct connections inside `model`.
 

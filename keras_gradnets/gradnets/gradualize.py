@@ -1,9 +1,12 @@
 """gradualize: GradNets for a model that already exists."""
 
-import keras
-from keras import tree
+import collections
+import warnings
 
-from keras_gradnets.core.walk import output_of
+import keras
+
+from keras_gradnets.core.rewrite import Rewriter
+from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.gradnets.gradual_activation import GradualActivation
 from keras_gradnets.gradnets.gradual_batch_normalization import (
     GradualBatchNormalization,
@@ -17,6 +20,8 @@ from keras_gradnets.gradnets.grelu import GReLU
 _RELUS = {"relu": {}, "relu6": {"max_value": 6.0}}
 # Activations left alone: no nonlinearity, or a normalization the loss reads.
 _KEPT = ("linear", "softmax", "log_softmax")
+# Bounded activations that gate when their output multiplies a tensor.
+_GATES = ("sigmoid", "hard_sigmoid")
 # Layers that apply their `activation` last, to their whole output.
 _FUSED = (
     keras.layers.Dense,
@@ -55,46 +60,141 @@ def _twin_of_activation(activation, name):
     return GradualActivation(activation, name=name)
 
 
-class _Gradualizer:
+def _is_multiply(operation, inputs):
+    """A `Multiply` layer or `*` op node multiplying several tensors."""
+    return type(operation).__name__ == "Multiply" and len(inputs) > 1
+
+
+class _Gradualizer(Rewriter):
     def __init__(self, activations, dropout, pooling, batch_norm):
+        super().__init__()
         self.activations = activations
         self.dropout = dropout
         self.pooling = pooling
         self.batch_norm = batch_norm
-        self._weight_sources = []
-        self._after = {}
+        # "ReLU -> GReLU" -> count; why a layer was kept -> its names;
+        # layers with convertible sub-layers that cannot be reached.
+        self.converted = collections.Counter()
+        self.kept = collections.defaultdict(list)
+        self.unreached = []
 
-    def _copy(self, layer, **changes):
-        new = layer.__class__.from_config({**layer.get_config(), **changes})
-        self._weight_sources.append((new, layer.get_weights))
-        return new
+    def _is_gate(self, layer):
+        """Whether `layer` is a bounded activation (a sigmoid, a hard
+        sigmoid, a ReLU with a `max_value`) whose output multiplies another
+        tensor (squeeze-and-excitation, MobileNetV3's hard sigmoid, GLU),
+        through op nodes that read it alone (`x * 0.5`, `x + 3.0`)."""
+        if isinstance(layer, keras.layers.ReLU):
+            bounded = layer.max_value is not None
+        else:
+            bounded = _activation_name(layer.activation) in _GATES
+        if not bounded:
+            return False
+        frontier, seen = list(self.readers(layer)), set()
+        while frontier:
+            node = frontier.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            inputs = node.arguments.keras_tensors
+            if _is_multiply(node.operation, inputs):
+                return True
+            if len(inputs) == 1 and not isinstance(
+                node.operation, keras.layers.Layer
+            ):
+                for tensor in node.outputs:
+                    frontier.extend(self.readers_of_tensor(tensor))
+        return False
 
-    def replace(self, layer, is_output):
+    def _activation_twins(self, layer):
+        """The twins of `layer`'s activation, or None to keep it."""
+        kind = type(layer)
+        fused = isinstance(layer, _FUSED) and not _kept(layer.activation)
+        if not (
+            kind is keras.layers.ReLU
+            or (kind is keras.layers.Activation and not _kept(layer.activation))
+            or fused
+        ):
+            return None
+        if None in self.readers(layer):
+            self.kept["output activations"].append(layer.name)
+            return None
+        if self._is_gate(layer):
+            self.kept["gates"].append(layer.name)
+            return None
+        if fused:
+            return [
+                self.copy(layer, activation="linear"),
+                _twin_of_activation(
+                    layer.activation, f"{layer.name}_activation"
+                ),
+            ]
+        if kind is keras.layers.ReLU:
+            config = layer.get_config()
+            return [
+                GReLU(
+                    max_value=config["max_value"],
+                    negative_slope=config["negative_slope"],
+                    threshold=config["threshold"],
+                    name=layer.name,
+                )
+            ]
+        return [GradualActivation(layer.activation, name=layer.name)]
+
+    def _convertible(self, layer):
+        """Whether `layer` is of a kind this gradualizer converts."""
+        kind = type(layer)
+        activation = getattr(layer, "activation", None)
+        return (
+            (self.activations and kind is keras.layers.ReLU)
+            or (
+                self.activations
+                and (
+                    kind is keras.layers.Activation or isinstance(layer, _FUSED)
+                )
+                and not _kept(activation)
+            )
+            or (self.dropout and kind is keras.layers.Dropout)
+            or (self.pooling and kind in _POOLING)
+            or (self.batch_norm and kind is keras.layers.BatchNormalization)
+        )
+
+    def replace(self, layer):
+        """The twins of `layer`, recorded for the summary."""
+        twins = self._twins(layer)
+        if twins is not None:
+            kind = type(layer)
+            names = [type(t).__name__ for t in twins if not isinstance(t, kind)]
+            self.converted[f"{kind.__name__} -> {', '.join(names)}"] += 1
+            return twins
+        inside = [x for x in walk_layers(layer) if x is not layer]
+        reachable = [x.name for x in inside if self._convertible(x)]
+        if reachable:
+            self.unreached.append((layer, reachable))
+        return None
+
+    def summary(self, model):
+        """What was converted and kept, in a few lines."""
+        total = sum(self.converted.values())
+        lines = [f"gradualize: model '{model.name}': {total} layers converted"]
+        lines += [
+            f"  {count} x {change}"
+            for change, count in sorted(self.converted.items())
+        ]
+        lines += [
+            f"  kept {len(names)} {why}: {', '.join(names)}"
+            for why, names in sorted(self.kept.items())
+        ]
+        return "\n".join(lines)
+
+    def _twins(self, layer):
         """The layers that stand for `layer`: its twin, or a copy of it
-        followed by the twin of its fused activation."""
-        if isinstance(layer, keras.Model):
-            return [self.model(layer)]
+        followed by the twin of its fused activation; None for a copy."""
         config = layer.get_config()
         kind = type(layer)
-        if self.activations and not is_output:
-            if kind is keras.layers.ReLU:
-                return [
-                    GReLU(
-                        max_value=config["max_value"],
-                        negative_slope=config["negative_slope"],
-                        threshold=config["threshold"],
-                        name=layer.name,
-                    )
-                ]
-            if kind is keras.layers.Activation and not _kept(layer.activation):
-                return [GradualActivation(layer.activation, name=layer.name)]
-            if isinstance(layer, _FUSED) and not _kept(layer.activation):
-                return [
-                    self._copy(layer, activation="linear"),
-                    _twin_of_activation(
-                        layer.activation, f"{layer.name}_activation"
-                    ),
-                ]
+        if self.activations:
+            twins = self._activation_twins(layer)
+            if twins is not None:
+                return twins
         if self.dropout and kind is keras.layers.Dropout:
             return [
                 GradualDropout(
@@ -117,62 +217,9 @@ class _Gradualizer:
         if self.batch_norm and kind is keras.layers.BatchNormalization:
             # It takes BatchNormalization's config, base layer keys included.
             twin = GradualBatchNormalization(**config)
-            self._weight_sources.append((twin.batch_norm, layer.get_weights))
+            self.weights_from(twin.batch_norm, layer.get_weights)
             return [twin]
-        return [self._copy(layer)]
-
-    def replace_one(self, layer, outputs):
-        layers = self.replace(layer, id(output_of(layer)) in outputs)
-        self._after[id(layers[0])] = layers[1:]
-        return layers[0]
-
-    def call(self, layer, *args, **kwargs):
-        """Calls a new layer as `clone_model` replays the graph, then the
-        twin of the activation split out of it."""
-        output = layer(*args, **kwargs)
-        for after in self._after.get(id(layer), ()):
-            output = after(output)
-        return output
-
-    def model(self, model):
-        if not isinstance(model, keras.Sequential) and not hasattr(
-            model, "inputs"
-        ):
-            raise ValueError(
-                f"Cannot gradualize model '{model.name}': only Sequential and "
-                "functional models can be rebuilt. For a subclassed model, "
-                "put the gradual layers (`GReLU`, `GradualActivation`, "
-                "`GradualDropout`, ...) in its code."
-            )
-        if not model.built or not model.inputs:
-            raise ValueError(
-                f"Model '{model.name}' is not built. Call it on data or start "
-                "it with `keras.Input(...)` before `gradualize`."
-            )
-        if isinstance(model, keras.Sequential):
-            spec = model.inputs[0]
-            layers = [
-                new
-                for i, layer in enumerate(model.layers)
-                for new in self.replace(layer, i == len(model.layers) - 1)
-            ]
-            return keras.Sequential(
-                [
-                    keras.Input(batch_shape=spec.shape, dtype=spec.dtype),
-                    *layers,
-                ],
-                name=model.name,
-            )
-        outputs = {id(t) for t in tree.flatten(model.outputs)}
-        return keras.models.clone_model(
-            model,
-            clone_function=lambda layer: self.replace_one(layer, outputs),
-            call_function=self.call,
-        )
-
-    def copy_weights(self):
-        for new, weights in self._weight_sources:
-            new.set_weights(weights())
+        return None
 
 
 def _check_flag(name, value):
@@ -185,7 +232,12 @@ def _check_flag(name, value):
 
 
 def gradualize(
-    model, activations=True, dropout=True, pooling=False, batch_norm=False
+    model,
+    activations=True,
+    dropout=True,
+    pooling=False,
+    batch_norm=False,
+    verbose=True,
 ):
     """Returns `model` with its components replaced by their GradNets twins.
 
@@ -201,16 +253,27 @@ def gradualize(
       `Conv*` layers (split out into a layer named `<layer>_activation`)
       become `GReLU` (for `"relu"` and `"relu6"`) or
       `GradualActivation(activation)` (`"gelu"`, `"silu"`, `"tanh"`, ...),
-      identity -> activation. Linear, softmax and log-softmax activations,
-      and the activation of a layer whose output is a model output (of the
-      model itself or of a nested model), are kept: the loss reads them.
+      identity -> activation. Kept as they are: linear, softmax and
+      log-softmax activations; the activation of a layer whose output is a
+      model output (of the model itself or of a nested model), which the
+      loss reads; and gates, a sigmoid, hard sigmoid or ReLU with a
+      `max_value` whose output multiplies another tensor (possibly through
+      op nodes such as `x * (1 / 6)`): squeeze-and-excitation, MobileNetV3's
+      hard sigmoid, GLU. At g=0 a gate would be unbounded and the model
+      could overflow.
     * `dropout`: `Dropout` becomes `GradualDropout` at its rate.
     * `pooling`: `MaxPooling1D/2D` becomes `GradualPooling1D/2D` (mean ->
       max pooling).
     * `batch_norm`: `BatchNormalization` becomes `GradualBatchNormalization`
       (batch norm -> identity): the model ends without batch norm.
 
-    Nested Sequential and functional models are gradualized too. At `g=1`,
+    Nested Sequential and functional models are gradualized too; every
+    other node of the graph (op nodes such as `x + 1.0`, `x[:, 0]` or a
+    `keras.ops` call, the masks of `Embedding(mask_zero=True)`, shared
+    layers, several or dict inputs and outputs) is kept as it is. Layers
+    that hold convertible sub-layers in their own code (a custom block, a
+    keras-hub transformer layer) are copied as they are, with a warning
+    that names them and the sub-layers left. At `g=1`,
     `keras_gradnets.finalize(gradualize(model))` gives back a model with
     the same outputs and the same layer types and configs, except that a
     fused activation comes back as a separate layer after its `Dense` or
@@ -223,6 +286,8 @@ def gradualize(
         dropout: Boolean, replace `Dropout`. Defaults to `True`.
         pooling: Boolean, replace max pooling. Defaults to `False`.
         batch_norm: Boolean, replace batch norm. Defaults to `False`.
+        verbose: Boolean, print what was converted (per kind of change)
+            and what was kept and why. Defaults to `True`.
 
     Returns:
         A new `keras.Model`.
@@ -249,6 +314,16 @@ def gradualize(
         _check_flag("pooling", pooling),
         _check_flag("batch_norm", batch_norm),
     )
-    new = gradualizer.model(model)
-    gradualizer.copy_weights()
+    _check_flag("verbose", verbose)
+    new = gradualizer.rewrite(model)
+    for layer, names in gradualizer.unreached:
+        warnings.warn(
+            f"gradualize cannot reach inside layer '{layer.name}' "
+            f"({layer.__class__.__name__}): its sub-layers {names} stay as "
+            "they are. Put the gradual layers in its code, or build the "
+            "model from layers gradualize can see.",
+            stacklevel=2,
+        )
+    if verbose:
+        print(gradualizer.summary(model))
     return new
