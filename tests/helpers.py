@@ -56,3 +56,22 @@ class TemperatureProbe(layers.ConcreteWidth):
         # The logits term, 0, keeps a gradient path (TensorFlow wants one).
         temperature = ops.cast(self.temperature, inputs.dtype)
         return inputs * 0 + temperature + 0 * ops.sum(self.logits)
+
+
+def temperature_probe_model(probe):
+    """A model whose every output is the temperature `probe` uses, placed
+    where `finalize` can cut its width (a Dense on each side), as
+    `TemperatureScheduler` requires."""
+    return keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(3, trainable=False),
+            probe,
+            keras.layers.Dense(
+                3,
+                kernel_initializer="identity",
+                use_bias=False,
+                trainable=False,
+            ),
+        ]
+    )

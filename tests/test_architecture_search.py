@@ -16,6 +16,7 @@ from tests.helpers import BatchRecorder
 from tests.helpers import LastBatchMean
 from tests.helpers import TemperatureProbe
 from tests.helpers import jit_modes
+from tests.helpers import temperature_probe_model
 
 RNG = np.random.default_rng(0)
 
@@ -227,9 +228,7 @@ def test_only_the_penalty_moves_a_choice_the_data_cannot_see(gamma):
 
 @pytest.mark.parametrize("jit_compile", jit_modes())
 def test_compiled_step_uses_the_temperature_of_the_step(jit_compile):
-    model = keras.Sequential(
-        [keras.Input((3,)), TemperatureProbe(name="probe")]
-    )
+    model = temperature_probe_model(TemperatureProbe(name="probe"))
     model.compile(
         keras.optimizers.SGD(0.0),
         "mse",
@@ -472,6 +471,24 @@ def test_finalize_explains_a_width_it_cannot_cut(tail, match):
     )
     with pytest.raises(ValueError, match="'width'.*through 'norm'"):
         keras_gradnets.finalize(before)
+
+
+def test_fit_refuses_a_width_finalize_could_not_cut_before_training():
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(4),
+            layers.ConcreteWidth(name="width"),
+            keras.layers.LayerNormalization(name="norm"),
+        ]
+    )
+    model.compile("adam", "mse")
+    before = [np.array(w) for w in model.get_weights()]
+    x = np.ones((8, 4), "float32")
+    with pytest.raises(ValueError, match="refuses to start.*read by 'norm'"):
+        model.fit(x, x, epochs=1, verbose=0, callbacks=[TemperatureScheduler()])
+    for old, new in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
 
 
 # Heads and arguments -------------------------------------------------------

@@ -6,6 +6,7 @@ from keras_gradnets.architecture_search.concrete_width import ConcreteWidth
 from keras_gradnets.architecture_search.geometric import Geometric
 from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.scheduler import StateScheduler
+from keras_gradnets.core.width import width_cuts
 
 
 class TemperatureScheduler(StateScheduler):
@@ -26,9 +27,13 @@ class TemperatureScheduler(StateScheduler):
     `ConcreteWidth` (with several `ConcreteDepth` layers,
     `expected_depth_<layer>` and `depth_<layer>`).
 
-    It is a `keras_gradnets.core.StateScheduler`: the values reach the
-    compiled step on every backend and a resumed run
+    It is a `keras_gradnets.callbacks.StateScheduler`: the values reach
+    the compiled step on every backend and a resumed run
     (`fit(initial_epoch=k)`, a reloaded model) continues the count.
+
+    At the start of `fit`, before any step, it raises a `ValueError` for a
+    `ConcreteWidth` that `keras_gradnets.finalize` could not cut (see
+    `finalize` for where one may sit), so no search trains for nothing.
 
     Args:
         start: Positive number, the temperature at the first step. Defaults
@@ -75,6 +80,13 @@ class TemperatureScheduler(StateScheduler):
         )
 
     def on_train_begin(self, logs=None):
+        try:
+            width_cuts(self.model)
+        except ValueError as error:
+            raise ValueError(
+                "TemperatureScheduler refuses to start the search: at its "
+                f"end, `finalize` could not cut this model. {error}"
+            ) from None
         if self.decay_steps is None:
             steps, epochs = self.params.get("steps"), self.params.get("epochs")
             if not steps or not epochs:

@@ -17,6 +17,7 @@ from tests.distributed.replicas import replica_values
 from tests.helpers import BatchRecorder
 from tests.helpers import LastBatchMean
 from tests.helpers import TemperatureProbe
+from tests.helpers import temperature_probe_model
 
 
 class EpochValues(keras.callbacks.Callback):
@@ -157,7 +158,7 @@ def test_mollifier_scheduler_moves_p_on_every_replica(scope):
 def test_temperature_scheduler_moves_the_temperature_on_every_replica(scope):
     with scope():
         probe = TemperatureProbe()
-        model = _compile(keras.Sequential([keras.Input((3,)), probe]))
+        model = _compile(temperature_probe_model(probe))
     epochs = EpochValues(probe.temperature)
     used, logs = _fit(
         model,
