@@ -60,6 +60,16 @@ def _twin_of_activation(activation, name):
     return GradualActivation(activation, name=name)
 
 
+def _has_convertible_activation(layer):
+    """A `ReLU`, or an `Activation` or fused activation not kept."""
+    if type(layer) is keras.layers.ReLU:
+        return True
+    is_activation = type(layer) is keras.layers.Activation
+    return (is_activation or isinstance(layer, _FUSED)) and not _kept(
+        layer.activation
+    )
+
+
 def _is_multiply(operation, inputs):
     """A `Multiply` layer or `*` op node multiplying several tensors."""
     return type(operation).__name__ == "Multiply" and len(inputs) > 1
@@ -107,13 +117,7 @@ class _Gradualizer(Rewriter):
 
     def _activation_twins(self, layer):
         """The twins of `layer`'s activation, or None to keep it."""
-        kind = type(layer)
-        fused = isinstance(layer, _FUSED) and not _kept(layer.activation)
-        if not (
-            kind is keras.layers.ReLU
-            or (kind is keras.layers.Activation and not _kept(layer.activation))
-            or fused
-        ):
+        if not _has_convertible_activation(layer):
             return None
         if None in self.readers(layer):
             self.kept["output activations"].append(layer.name)
@@ -121,14 +125,14 @@ class _Gradualizer(Rewriter):
         if self._is_gate(layer):
             self.kept["gates"].append(layer.name)
             return None
-        if fused:
+        if isinstance(layer, _FUSED):
             return [
                 self.copy(layer, activation="linear"),
                 _twin_of_activation(
                     layer.activation, f"{layer.name}_activation"
                 ),
             ]
-        if kind is keras.layers.ReLU:
+        if type(layer) is keras.layers.ReLU:
             config = layer.get_config()
             return [
                 GReLU(
@@ -143,16 +147,8 @@ class _Gradualizer(Rewriter):
     def _convertible(self, layer):
         """Whether `layer` is of a kind this gradualizer converts."""
         kind = type(layer)
-        activation = getattr(layer, "activation", None)
         return (
-            (self.activations and kind is keras.layers.ReLU)
-            or (
-                self.activations
-                and (
-                    kind is keras.layers.Activation or isinstance(layer, _FUSED)
-                )
-                and not _kept(activation)
-            )
+            (self.activations and _has_convertible_activation(layer))
             or (self.dropout and kind is keras.layers.Dropout)
             or (self.pooling and kind in _POOLING)
             or (self.batch_norm and kind is keras.layers.BatchNormalization)
