@@ -164,6 +164,7 @@ class Rewriter:
 
     def _index_graph(self, model):
         tensor_readers = collections.defaultdict(list)
+        # id of an operation -> the tensors its nodes in `model` output.
         produced = collections.defaultdict(list)
         for nodes in model._nodes_by_depth.values():
             for node in nodes:
@@ -173,10 +174,10 @@ class Rewriter:
         self._tensor_readers = tensor_readers
         self._outputs = {id(t) for t in tree.flatten(model.outputs)}
         self._readers = {
-            operation: [
+            key: [
                 reader
                 for tensor in tensors
                 for reader in self.readers_of_tensor(tensor)
             ]
-            for operation, tensors in produced.items()
+            for key, tensors in produced.items()
         }
