@@ -101,6 +101,10 @@ class _Finalizer(Rewriter):
     def replace(self, layer):
         if hasattr(layer, "finalized_layers"):
             components = layer.finalized_layers()
+            if isinstance(layer, keras.Model):
+                # A model of a class that builds its own graph (a keras-hub
+                # backbone) finalizes whole, into a model of that class.
+                return components
             self._pass_on(layer, components)
             layers = [new for c in components for new in self.replacements(c)]
             if len(layers) == 1 and not isinstance(layers[0], keras.Model):

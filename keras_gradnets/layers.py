@@ -18,6 +18,7 @@ from keras_gradnets.gradnets.affine_spatial_transformer import (
 )
 from keras_gradnets.gradnets.gradnet import GradNet
 from keras_gradnets.gradnets.gradual_activation import GradualActivation
+from keras_gradnets.gradnets.gradual_backbone import GradualBackbone
 from keras_gradnets.gradnets.gradual_batch_normalization import (
     GradualBatchNormalization,
 )
@@ -31,6 +32,7 @@ from keras_gradnets.gradnets.gradual_pooling import GradualPooling2D
 from keras_gradnets.gradnets.gradual_spatial_transformer import (
     GradualSpatialTransformer,
 )
+from keras_gradnets.gradnets.gradual_sublayers import GradualSublayers
 from keras_gradnets.gradnets.grelu import GReLU
 from keras_gradnets.gradnets.grelu import InverseGReLU
 from keras_gradnets.mollifying.mollified import MollifiedActivation
@@ -49,6 +51,7 @@ __all__ = [
     "GReLU",
     "GradNet",
     "GradualActivation",
+    "GradualBackbone",
     "GradualBatchNormalization",
     "GradualConv1D",
     "GradualConv2D",
@@ -57,6 +60,7 @@ __all__ = [
     "GradualNiN2D",
     "GradualPooling1D",
     "GradualPooling2D",
+    "GradualSublayers",
     "GradualSpatialTransformer",
     "InverseGReLU",
     "MollifiedActivation",

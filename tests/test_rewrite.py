@@ -224,20 +224,75 @@ def test_gradualize_prints_what_it_converted_and_kept(capsys):
 
 @keras.saving.register_keras_serializable(package="tests")
 class Block(keras.layers.Layer):
-    """A custom block whose sub-layers gradualize cannot see."""
+    """A custom block that makes its sub-layers in its own code."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(4, activation="gelu")
+        self.dense = keras.layers.Dense(4, activation="gelu", name="ffn")
+        self.gate = keras.layers.Dense(4, activation="sigmoid", name="gate")
         self.dropout = keras.layers.Dropout(0.2)
 
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.gate.build(input_shape)
+
     def call(self, x, training=None):
-        return self.dropout(self.dense(x), training=training)
+        h = self.dense(x) * self.gate(x)
+        return self.dropout(h, training=training)
+
+
+def test_gradualize_reaches_inside_a_custom_block(capsys):
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(2)(Block(name="block")(inputs))
+    original = keras.Model(inputs, outputs)
+    x = RNG.normal(size=(3, 4)).astype("float32")
+    model = keras_gradnets.gradualize(original)
+    summary = capsys.readouterr().out
+    assert "1 x Block -> GradualSublayers" in summary
+    assert "1 x Dense activation -> GradualActivation" in summary
+    assert "1 x Dropout -> GradualDropout" in summary
+    assert "kept 1 possible gates inside layers: gate" in summary
+
+    _set_state(model, "g", 1.0)
+    _assert_close(model(x), original(x))
+    # At g=0 the block's activation is linear and its dropout gone; the
+    # sigmoid gate stays.
+    _set_state(model, "g", 0.0)
+    block = model.get_layer("block").layer
+    linear = ops.matmul(x, block.dense.kernel) + block.dense.bias
+    head = model.layers[-1]
+    _assert_close(
+        model(x, training=True), head(linear * block.gate(x)), atol=1e-5
+    )
+    _set_state(model, "g", 1.0)
+    plain = keras_gradnets.finalize(model)
+    assert type(plain.get_layer("block")) is Block
+    _assert_close(plain(x), original(x))
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class ListBlock(keras.layers.Layer):
+    """A custom block that keeps its sub-layers in a list."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.stack = [
+            keras.layers.Dense(4, activation="gelu", name="inner_dense"),
+            keras.layers.Dropout(0.2, name="inner_dropout"),
+        ]
+
+    def build(self, input_shape):
+        self.stack[0].build(input_shape)
+
+    def call(self, x, training=None):
+        return self.stack[1](self.stack[0](x), training=training)
 
 
 def test_gradualize_warns_naming_layers_it_cannot_reach():
     inputs = keras.Input((4,))
-    outputs = keras.layers.Dense(2)(Block(name="block")(inputs))
+    outputs = keras.layers.Dense(2)(ListBlock(name="block")(inputs))
     model = keras.Model(inputs, outputs)
-    with pytest.warns(UserWarning, match="inside layer 'block'.*dense.*drop"):
+    with pytest.warns(
+        UserWarning, match="inside layer 'block'.*inner_dense.*inner_drop"
+    ):
         keras_gradnets.gradualize(model, verbose=False)

@@ -43,7 +43,8 @@ class Rewriter:
         self._outputs = set()
 
     def replace(self, layer):
-        """Returns the layers that stand for `layer`, or None for a copy."""
+        """Returns the layers that stand for `layer`, or None for a copy
+        (for a model: the model rewritten)."""
         return None
 
     def input_index(self, layer):
@@ -75,17 +76,22 @@ class Rewriter:
 
     def rewrite(self, model):
         """Returns the rewritten `model`, with the weights copied."""
-        new = self._model(model)
+        if not isinstance(model, keras.Model):
+            self._model(model)  # Raises, saying what can be rewritten.
+        (new,) = self.replacements(model)
         for layer, weights in self._weights:
             layer.set_weights(weights())
         return new
 
     def replacements(self, layer):
-        """The layers that stand for `layer` (a model is rewritten)."""
+        """The layers that stand for `layer`; a model `replace` leaves is
+        rewritten."""
+        layers = self.replace(layer)
+        if layers is not None:
+            return layers
         if isinstance(layer, keras.Model):
             return [self._model(layer)]
-        layers = self.replace(layer)
-        return [self.copy(layer)] if layers is None else layers
+        return [self.copy(layer)]
 
     def _clone(self, operation):
         """One operation standing for `operation` (`clone_model`'s hook)."""

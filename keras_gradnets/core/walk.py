@@ -5,11 +5,22 @@ import itertools
 import keras
 
 
+def attributes(layer):
+    """Yields `(name, value)` for each attribute of `layer`.
+
+    On the torch backend a Keras layer is a `torch.nn.Module`, which keeps
+    the sub-layers set as attributes in its `_modules`, not in `vars()`.
+    """
+    values = vars(layer)
+    yield from values.items()
+    yield from values.get("_modules", {}).items()
+
+
 def _children(layer):
     if isinstance(layer, keras.Model):
         yield from layer.layers
         return
-    for value in vars(layer).values():
+    for _, value in attributes(layer):
         if isinstance(value, keras.layers.Layer):
             yield value
         elif isinstance(value, (list, tuple)):

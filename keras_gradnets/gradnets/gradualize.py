@@ -1,72 +1,38 @@
 """gradualize: GradNets for a model that already exists."""
 
 import collections
+import sys
 import warnings
 
 import keras
 
 from keras_gradnets.core.rewrite import Rewriter
 from keras_gradnets.core.walk import walk_layers
-from keras_gradnets.gradnets.gradual_activation import GradualActivation
+from keras_gradnets.gradnets.gradual_backbone import GradualBackbone
 from keras_gradnets.gradnets.gradual_batch_normalization import (
     GradualBatchNormalization,
 )
-from keras_gradnets.gradnets.gradual_dropout import GradualDropout
 from keras_gradnets.gradnets.gradual_pooling import GradualPooling1D
 from keras_gradnets.gradnets.gradual_pooling import GradualPooling2D
-from keras_gradnets.gradnets.grelu import GReLU
+from keras_gradnets.gradnets.gradual_sublayers import GradualSublayers
+from keras_gradnets.gradnets.gradual_sublayers import converts_inside
+from keras_gradnets.gradnets.gradual_sublayers import sublayers
+from keras_gradnets.gradnets.gradual_sublayers import weights_with_states
+from keras_gradnets.gradnets.twins import FUSED
+from keras_gradnets.gradnets.twins import activation_twin
+from keras_gradnets.gradnets.twins import dropout_twin
+from keras_gradnets.gradnets.twins import has_convertible_activation
+from keras_gradnets.gradnets.twins import is_bounded
 
-# Activations that end in a GReLU, with its arguments.
-_RELUS = {"relu": {}, "relu6": {"max_value": 6.0}}
-# Activations left alone: no nonlinearity, or a normalization the loss reads.
-_KEPT = ("linear", "softmax", "log_softmax")
-# Bounded activations that gate when their output multiplies a tensor.
-_GATES = ("sigmoid", "hard_sigmoid")
-# Layers that apply their `activation` last, to their whole output.
-_FUSED = (
-    keras.layers.Dense,
-    keras.layers.EinsumDense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-)
 _POOLING = {
     keras.layers.MaxPooling1D: GradualPooling1D,
     keras.layers.MaxPooling2D: GradualPooling2D,
 }
 
 
-def _activation_name(activation):
-    name = keras.activations.serialize(activation)
-    return name if isinstance(name, str) else None
-
-
-def _kept(activation):
-    return activation is None or _activation_name(activation) in _KEPT
-
-
-def _twin_of_activation(activation, name):
-    """The gradual twin of a fused `activation`."""
-    key = _activation_name(activation)
-    if key in _RELUS:
-        return GReLU(name=name, **_RELUS[key])
-    return GradualActivation(activation, name=name)
-
-
-def _has_convertible_activation(layer):
-    """A `ReLU`, or an `Activation` or fused activation not kept."""
-    if type(layer) is keras.layers.ReLU:
-        return True
-    is_activation = type(layer) is keras.layers.Activation
-    return (is_activation or isinstance(layer, _FUSED)) and not _kept(
-        layer.activation
+def _is_activation(layer):
+    return isinstance(
+        layer, (keras.layers.ReLU, keras.layers.Activation, FUSED)
     )
 
 
@@ -87,17 +53,16 @@ class _Gradualizer(Rewriter):
         self.converted = collections.Counter()
         self.kept = collections.defaultdict(list)
         self.unreached = []
+        # GradualSublayers and keras-hub backbones made.
+        self.wrappers = []
+        self.backbones = []
 
     def _is_gate(self, layer):
         """Whether `layer` is a bounded activation (a sigmoid, a hard
         sigmoid, a ReLU with a `max_value`) whose output multiplies another
         tensor (squeeze-and-excitation, MobileNetV3's hard sigmoid, GLU),
         through op nodes that read it alone (`x * 0.5`, `x + 3.0`)."""
-        if isinstance(layer, keras.layers.ReLU):
-            bounded = layer.max_value is not None
-        else:
-            bounded = _activation_name(layer.activation) in _GATES
-        if not bounded:
+        if not is_bounded(layer):
             return False
         frontier, seen = list(self.readers(layer)), set()
         while frontier:
@@ -117,7 +82,7 @@ class _Gradualizer(Rewriter):
 
     def _activation_twins(self, layer):
         """The twins of `layer`'s activation, or None to keep it."""
-        if not _has_convertible_activation(layer):
+        if not has_convertible_activation(layer):
             return None
         if None in self.readers(layer):
             self.kept["output activations"].append(layer.name)
@@ -125,30 +90,16 @@ class _Gradualizer(Rewriter):
         if self._is_gate(layer):
             self.kept["gates"].append(layer.name)
             return None
-        if isinstance(layer, _FUSED):
-            return [
-                self.copy(layer, activation="linear"),
-                _twin_of_activation(
-                    layer.activation, f"{layer.name}_activation"
-                ),
-            ]
-        if type(layer) is keras.layers.ReLU:
-            config = layer.get_config()
-            return [
-                GReLU(
-                    max_value=config["max_value"],
-                    negative_slope=config["negative_slope"],
-                    threshold=config["threshold"],
-                    name=layer.name,
-                )
-            ]
-        return [GradualActivation(layer.activation, name=layer.name)]
+        if isinstance(layer, FUSED):
+            linear = self.copy(layer, activation="linear")
+            return [linear, activation_twin(layer)]
+        return [activation_twin(layer)]
 
     def _convertible(self, layer):
         """Whether `layer` is of a kind this gradualizer converts."""
         kind = type(layer)
         return (
-            (self.activations and _has_convertible_activation(layer))
+            (self.activations and has_convertible_activation(layer))
             or (self.dropout and kind is keras.layers.Dropout)
             or (self.pooling and kind in _POOLING)
             or (self.batch_norm and kind is keras.layers.BatchNormalization)
@@ -156,17 +107,104 @@ class _Gradualizer(Rewriter):
 
     def replace(self, layer):
         """The twins of `layer`, recorded for the summary."""
+        if isinstance(layer, keras.Model):
+            return self._backbone(layer)
         twins = self._twins(layer)
-        if twins is not None:
-            kind = type(layer)
-            names = [type(t).__name__ for t in twins if not isinstance(t, kind)]
-            self.converted[f"{kind.__name__} -> {', '.join(names)}"] += 1
-            return twins
-        inside = [x for x in walk_layers(layer) if x is not layer]
-        reachable = [x.name for x in inside if self._convertible(x)]
-        if reachable:
-            self.unreached.append((layer, reachable))
-        return None
+        if twins is None and self._sublayers_convertible(layer):
+            twins = [self._wrap(layer)]
+        if twins is None:
+            self._look_inside(layer, [layer])
+            return None
+        kind = type(layer)
+        names = [type(t).__name__ for t in twins if not isinstance(t, kind)]
+        self.converted[f"{kind.__name__} -> {', '.join(names)}"] += 1
+        return twins
+
+    def _look_inside(self, layer, roots):
+        """Records the convertible layers left inside `roots` (the layer
+        `layer` stands for): bounded activations are kept as possible
+        gates, any other one could not be reached."""
+        left = [
+            x
+            for root in roots
+            for x in walk_layers(root)
+            if x is not root and self._convertible(x)
+        ]
+        gates = [x.name for x in left if _is_activation(x) and is_bounded(x)]
+        if gates:
+            self.kept["possible gates inside layers"].extend(gates)
+        others = [x.name for x in left if x.name not in gates]
+        if others:
+            self.unreached.append((layer, others))
+
+    def look_inside_new_layers(self):
+        """Records what the `GradualSublayers` and gradual backbones made
+        while rewriting left as it was (see `_look_inside`)."""
+        for wrapper in self.wrappers:
+            self._look_inside(wrapper, [wrapper.layer])
+        for old, new in self.backbones:
+            self._look_inside(new, new.layers)
+            graph = [x.name for x in old.layers if self._convertible(x)]
+            if graph:
+                self.kept[
+                    f"layers of the graph {type(old).__name__} builds"
+                ].extend(graph)
+
+    def _sublayers_convertible(self, layer):
+        """Whether `layer` holds a sub-layer `gradualize_sublayers` would
+        convert."""
+        return any(
+            converts_inside(x, self.activations, self.dropout)
+            for _, _, x in sublayers(layer)
+        )
+
+    def _wrap(self, layer):
+        """`layer` in a `GradualSublayers`, its weights copied."""
+        inner = layer.__class__.from_config(layer.get_config())
+        wrapper = GradualSublayers(
+            inner,
+            activations=self.activations,
+            dropout=self.dropout,
+            name=layer.name,
+        )
+        self.weights_from(
+            wrapper, lambda: weights_with_states(inner, layer.get_weights())
+        )
+        self.wrappers.append(wrapper)
+        return wrapper
+
+    def _backbone(self, model):
+        """The gradual subclass of a keras-hub backbone, or None for a
+        model the engine rewrites; raises for a keras-hub task."""
+        hub = sys.modules.get("keras_hub")
+        if hub is None:
+            return None
+        if isinstance(model, hub.models.Task):
+            raise ValueError(
+                f"gradualize cannot rebuild the keras-hub task "
+                f"'{model.name}' ({model.__class__.__name__}): its class "
+                "builds its own graph. Gradualize its backbone and build the "
+                "task around it: `task.__class__(backbone=keras_gradnets."
+                "gradualize(task.backbone), preprocessor=task.preprocessor)`."
+            )
+        if not isinstance(model, hub.models.Backbone):
+            return None
+        config = {
+            **model.get_config(),
+            "gradualize": {
+                "activations": self.activations,
+                "dropout": self.dropout,
+            },
+            "backbone_class": {
+                "module": type(model).__module__,
+                "class_name": type(model).__name__,
+            },
+        }
+        new = GradualBackbone.from_config(config)
+        new.set_weights(weights_with_states(new, model.get_weights()))
+        self.backbones.append((model, new))
+        self.converted[f"{type(model).__name__} -> {type(new).__name__}"] += 1
+        return [new]
 
     def summary(self, model):
         """What was converted and kept, in a few lines."""
@@ -176,6 +214,17 @@ class _Gradualizer(Rewriter):
             f"  {count} x {change}"
             for change, count in sorted(self.converted.items())
         ]
+        inside = collections.Counter(
+            change
+            for made in self.wrappers + [new for _, new in self.backbones]
+            for change in made.changes
+        )
+        if inside:
+            lines.append(f"  inside them, {sum(inside.values())} sub-layers:")
+            lines += [
+                f"    {count} x {change}"
+                for change, count in sorted(inside.items())
+            ]
         lines += [
             f"  kept {len(names)} {why}: {', '.join(names)}"
             for why, names in sorted(self.kept.items())
@@ -192,14 +241,7 @@ class _Gradualizer(Rewriter):
             if twins is not None:
                 return twins
         if self.dropout and kind is keras.layers.Dropout:
-            return [
-                GradualDropout(
-                    config["rate"],
-                    noise_shape=config["noise_shape"],
-                    seed=config["seed"],
-                    name=layer.name,
-                )
-            ]
+            return [dropout_twin(layer)]
         if self.pooling and kind in _POOLING:
             return [
                 _POOLING[kind](
@@ -266,12 +308,28 @@ def gradualize(
     Nested Sequential and functional models are gradualized too; every
     other node of the graph (op nodes such as `x + 1.0`, `x[:, 0]` or a
     `keras.ops` call, the masks of `Embedding(mask_zero=True)`, shared
-    layers, several or dict inputs and outputs) is kept as it is. Layers
-    that hold convertible sub-layers in their own code (a custom block, a
-    keras-hub transformer layer) are copied as they are, with a warning
-    that names them and the sub-layers left. At `g=1`,
+    layers, several or dict inputs and outputs) is kept as it is.
+
+    Inside layers that make their sub-layers in their own code (a
+    keras-hub `TransformerEncoder`, `TimeDistributed(Dense(...))`, your
+    own block), the `Dropout`, `Activation` and `ReLU` sub-layers and the
+    activations fused into `Dense`, `EinsumDense` and `Conv*` sub-layers
+    anneal too: the layer is wrapped in a `GradualSublayers`, which puts
+    their twins in place inside it. There sigmoids, hard sigmoids and
+    capped ReLUs are kept, since the layer's code does not show whether
+    they gate; sub-layers kept in lists or inside nested models cannot be
+    reached, and a warning names them. A keras-hub backbone
+    (`GPT2Backbone`, `BertBackbone`, ...) becomes an instance of a
+    subclass of its own class (`GradualGPT2Backbone`, see
+    `GradualBackbone`) whose transformer blocks anneal inside, so a task
+    model takes it (`keras_hub.models.GPT2CausalLM(backbone=...)`); the
+    layers of the graph its class builds (its embedding dropout) are kept.
+    A keras-hub task is refused: gradualize its backbone.
+
+    At `g=1`,
     `keras_gradnets.finalize(gradualize(model))` gives back a model with
-    the same outputs and the same layer types and configs, except that a
+    the same outputs and the same layer types and configs (a keras-hub
+    backbone its own class and config), except that a
     fused activation comes back as a separate layer after its `Dense` or
     `Conv*` (now `activation="linear"`), and that with `batch_norm=True`
     the batch norms are gone.
@@ -289,8 +347,8 @@ def gradualize(
         A new `keras.Model`.
 
     Raises:
-        ValueError: for options that are not booleans, and for a subclassed
-            or unbuilt model.
+        ValueError: for options that are not booleans, for a subclassed or
+            unbuilt model, and for a keras-hub task.
 
     Example:
 
@@ -312,6 +370,7 @@ def gradualize(
     )
     _check_flag("verbose", verbose)
     new = gradualizer.rewrite(model)
+    gradualizer.look_inside_new_layers()
     for layer, names in gradualizer.unreached:
         warnings.warn(
             f"gradualize cannot reach inside layer '{layer.name}' "

@@ -1,0 +1,96 @@
+"""A keras-hub backbone whose transformer blocks anneal, keeping its class."""
+
+import importlib
+
+import keras
+
+from keras_gradnets.gradnets.gradual_sublayers import gradualize_sublayers
+from keras_gradnets.gradnets.gradual_sublayers import plain_weights
+from keras_gradnets.gradnets.gradual_sublayers import require_late
+
+# A backbone class -> its gradual subclass.
+_SUBCLASSES = {}
+
+
+@keras.saving.register_keras_serializable(package="keras_gradnets")
+class GradualBackbone:
+    """Mixed into a keras-hub backbone class: its blocks anneal inside.
+
+    `gradualize(backbone)` returns an instance of `Gradual<Class>`, a
+    subclass of the backbone's own class (`GradualGPT2Backbone` is a
+    `GPT2Backbone`), so the task models that take the backbone accept it
+    (`keras_hub.models.GPT2CausalLM(backbone=...)`). Its constructor builds
+    the backbone from its config, then puts gradual twins in place of the
+    dropouts and activations inside every layer of its graph (see
+    `GradualSublayers`): at `g=0` each transformer block's feed-forward
+    path is linear and dropout-free, at `g=1` it is the original. The
+    layers of the backbone's own graph (its embedding dropout) are kept:
+    the backbone's class builds that graph. It saves as `.keras`, and
+    `keras_gradnets.finalize` gives back the original class at `g=1`.
+
+    Args:
+        gradualize: Dict, the options of `gradualize_sublayers`:
+            `{"activations": bool, "dropout": bool}`.
+        **config: The backbone's config.
+    """
+
+    def __init__(self, *, gradualize, **config):
+        super().__init__(**config)
+        self.gradualize_options = dict(gradualize)
+        self.changes = tuple(
+            change
+            for layer in self.layers
+            for change in gradualize_sublayers(layer, **gradualize)
+        )
+
+    @property
+    def backbone_class(self):
+        """The keras-hub class this backbone is a gradual version of."""
+        return self.__class__.__bases__[1]
+
+    def plain_weights(self):
+        """The backbone's weights without the twins' states."""
+        return plain_weights(self)
+
+    def finalized_layers(self):
+        """The backbone as its own class at `g=1`, with its weights."""
+        require_late(self, self)
+        config = super().get_config()
+        plain = self.backbone_class.from_config(config)
+        plain.set_weights(self.plain_weights())
+        return [plain]
+
+    def get_config(self):
+        base = self.backbone_class
+        return {
+            **super().get_config(),
+            "gradualize": self.gradualize_options,
+            "backbone_class": {
+                "module": base.__module__,
+                "class_name": base.__name__,
+            },
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        spec = config.pop("backbone_class")
+        module = importlib.import_module(spec["module"])
+        base = getattr(module, spec["class_name"])
+        # The backbone's own `from_config`, for the gradual subclass.
+        return base.from_config.__func__(gradual_backbone_class(base), config)
+
+
+def gradual_backbone_class(base):
+    """The subclass of the backbone class `base` that mixes in
+    `GradualBackbone`, registered for `.keras` files."""
+    if base not in _SUBCLASSES:
+        subclass = type(
+            f"Gradual{base.__name__}",
+            (GradualBackbone, base),
+            {"__module__": __name__},
+        )
+        _SUBCLASSES[base] = keras.saving.register_keras_serializable(
+            package="keras_gradnets", name="GradualBackbone"
+        )(subclass)
+    return _SUBCLASSES[base]

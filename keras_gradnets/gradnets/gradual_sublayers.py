@@ -1,0 +1,228 @@
+"""GradNets inside a layer that builds its sub-layers in its own code."""
+
+import keras
+
+from keras_gradnets.core.finalize import require_end_point
+from keras_gradnets.core.walk import attributes
+from keras_gradnets.core.walk import walk_layers
+from keras_gradnets.gradnets.twins import FUSED
+from keras_gradnets.gradnets.twins import activation_twin
+from keras_gradnets.gradnets.twins import dropout_twin
+from keras_gradnets.gradnets.twins import has_convertible_activation
+from keras_gradnets.gradnets.twins import is_bounded
+
+
+def _set_sublayer(owner, name, old, new):
+    """Sets `owner.<name> = new`, in `old`'s place among the sub-layers
+    `owner` tracks (so its weights keep their order), also once `owner` is
+    built. Keras's own `Dense.enable_lora` unlocks a built layer likewise."""
+    tracker = owner._tracker
+    locked = tracker.locked
+    tracker.unlock()
+    try:
+        if isinstance(old, keras.layers.Layer):
+            tracker.replace_tracked_value("layers", old, new)
+        setattr(owner, name, new)
+    finally:
+        if locked:
+            tracker.lock()
+
+
+def converts_inside(layer, activations=True, dropout=True):
+    """Whether `gradualize_sublayers` puts a twin in place of the sub-layer
+    `layer`. Bounded activations (sigmoids, capped ReLUs) are kept: inside
+    a layer's code nothing shows whether they gate."""
+    if type(layer) is keras.layers.Dropout:
+        return dropout
+    return (
+        activations
+        and has_convertible_activation(layer)
+        and not is_bounded(layer)
+    )
+
+
+def sublayers(layer):
+    """Yields `(owner, attribute, sublayer)` for each layer held in an
+    attribute of `layer` or of its sub-layers, not inside nested models."""
+    stack = [layer]
+    seen = set()
+    while stack:
+        owner = stack.pop()
+        if id(owner) in seen:
+            continue
+        seen.add(id(owner))
+        for name, child in list(attributes(owner)):
+            if isinstance(child, keras.layers.Layer) and child is not owner:
+                yield owner, name, child
+                if not isinstance(child, keras.Model):
+                    stack.append(child)
+
+
+def gradualize_sublayers(layer, activations=True, dropout=True):
+    """Puts gradual twins in place of the sub-layers of the built `layer`.
+
+    Every layer of `sublayers(layer)` is visited: a `Dropout` becomes a
+    `GradualDropout`, an `Activation` or `ReLU` its `GReLU` or
+    `GradualActivation`, and the activation fused into a `Dense`,
+    `EinsumDense` or `Conv*` layer becomes that layer's `activation`,
+    computed by a twin. The code of `layer` then calls the twins where it
+    called the originals, and its weights are the originals' with each
+    twin's `g` after the weights of the layer that holds it.
+
+    Returns:
+        What changed, one string per twin, such as
+        `"Dropout -> GradualDropout"`, in the order the twins were put in.
+    """
+    changes = []
+    for owner, name, child in list(sublayers(layer)):
+        if not converts_inside(child, activations, dropout):
+            continue
+        kind = type(child).__name__
+        if type(child) is keras.layers.Dropout:
+            twin = dropout_twin(child)
+            _set_sublayer(owner, name, child, twin)
+        elif isinstance(child, FUSED):
+            twin = activation_twin(child)
+            _set_sublayer(child, "activation", None, twin)
+            kind += " activation"
+        else:
+            twin = activation_twin(child)
+            _set_sublayer(owner, name, child, twin)
+        twin._put_inside = True
+        changes.append(f"{kind} -> {type(twin).__name__}")
+    return changes
+
+
+def twins_in(layer):
+    """The twins `gradualize_sublayers` put inside `layer`."""
+    return [x for x in walk_layers(layer) if getattr(x, "_put_inside", False)]
+
+
+def _twin_states(layer):
+    return {id(v) for twin in twins_in(layer) for v in twin.weights}
+
+
+def plain_weights(layer):
+    """The weights of `layer` without its twins' states, as arrays: the
+    weights of the original layer, in its order."""
+    states = _twin_states(layer)
+    return [
+        keras.ops.convert_to_numpy(v)
+        for v in layer.weights
+        if id(v) not in states
+    ]
+
+
+def weights_with_states(layer, values):
+    """`values`, the original layer's weights, with the current states of
+    the twins inside `layer` where `layer.weights` holds them: a list for
+    `layer.set_weights`."""
+    states = _twin_states(layer)
+    plain = len(layer.weights) - len(states)
+    if plain != len(values):
+        raise ValueError(
+            f"Layer '{layer.name}' has {plain} weights besides the states of "
+            f"its gradual twins, and {len(values)} values were given. Pass "
+            "the weights of the layer it was made from."
+        )
+    values = iter(values)
+    return [
+        keras.ops.convert_to_numpy(v) if id(v) in states else next(values)
+        for v in layer.weights
+    ]
+
+
+def require_late(layer, inner):
+    """Raises unless every twin inside `inner` is at `g=1`, where `layer`
+    equals its original: the one state at which a plain layer of its class
+    stands for it."""
+    for twin in twins_in(inner):
+        require_end_point(
+            twin,
+            "g",
+            (1.0,),
+            f"'{layer.name}' was gradualized inside; only at g=1 is it its "
+            f"original {layer.__class__.__name__} again. Train until the "
+            "schedule ends, or keep the gradualized model.",
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_gradnets")
+class GradualSublayers(keras.layers.Wrapper):
+    """A layer whose sub-layers anneal: GradNets inside its own code.
+
+    `gradualize` wraps in it each layer that creates its sub-layers in its
+    own code (a keras-hub `TransformerEncoder`, `TimeDistributed(Dense)`, a
+    custom block). It builds the wrapped layer, then puts gradual twins in
+    place of its `Dropout`, `Activation` and `ReLU` sub-layers and of the
+    activations fused into its `Dense`, `EinsumDense` and `Conv*` sub-layers
+    (see `gradualize_sublayers`), so at `g=0` it computes the layer with
+    linear activations and no dropout, and at `g=1` exactly the layer.
+    Sigmoids, hard sigmoids and capped ReLUs are kept, as possible gates.
+    `keras_gradnets.finalize` gives back the wrapped layer, with its own
+    class and config, at `g=1`.
+
+    Args:
+        layer: The layer to wrap, built or not. Its config is what the
+            wrapper saves, so it must be serializable.
+        activations: Boolean, anneal the activations. Defaults to `True`.
+        dropout: Boolean, anneal the dropouts. Defaults to `True`.
+        **kwargs: Base layer keyword arguments, such as `name`.
+    """
+
+    def __init__(self, layer, activations=True, dropout=True, **kwargs):
+        super().__init__(layer, **kwargs)
+        self.activations = activations
+        self.dropout = dropout
+        # The wrapped layer's own config, before any twin is put inside.
+        self._layer_config = keras.saving.serialize_keras_object(layer)
+        self.changes = ()
+        self.supports_masking = layer.supports_masking
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.changes = tuple(
+            gradualize_sublayers(self.layer, self.activations, self.dropout)
+        )
+        self.built = True
+
+    def call(self, inputs, *args, **kwargs):
+        return self.layer(inputs, *args, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
+
+    def compute_output_shape(self, *args, **kwargs):
+        return self.layer.compute_output_shape(*args, **kwargs)
+
+    def compute_output_spec(self, *args, **kwargs):
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+    def plain_weights(self):
+        """The wrapped layer's weights without the twins' states."""
+        return plain_weights(self.layer)
+
+    def finalized_layers(self):
+        """The wrapped layer, with its class and config, at `g=1`."""
+        require_late(self, self.layer)
+        plain = keras.saving.deserialize_keras_object(self._layer_config)
+        plain.build_from_config(self.layer.get_build_config())
+        plain.set_weights(self.plain_weights())
+        return [plain]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "layer": self._layer_config,
+            "activations": self.activations,
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(
+            config["layer"]
+        )
+        return cls(**config)

@@ -1,0 +1,92 @@
+"""The gradual twin of a Keras layer: what `gradualize` puts in its place."""
+
+import keras
+
+from keras_gradnets.gradnets.gradual_activation import GradualActivation
+from keras_gradnets.gradnets.gradual_dropout import GradualDropout
+from keras_gradnets.gradnets.grelu import GReLU
+
+# Activations that end in a GReLU, with its arguments.
+_RELUS = {"relu": {}, "relu6": {"max_value": 6.0}}
+# Activations left alone: no nonlinearity, or a normalization the loss reads.
+_KEPT = ("linear", "softmax", "log_softmax")
+# Bounded activations that gate when their output multiplies a tensor.
+GATES = ("sigmoid", "hard_sigmoid")
+# Layers that apply their `activation` last, to their whole output.
+FUSED = (
+    keras.layers.Dense,
+    keras.layers.EinsumDense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+)
+
+
+def activation_name(activation):
+    """The registered name of `activation`, or None for a custom one."""
+    name = keras.activations.serialize(activation)
+    return name if isinstance(name, str) else None
+
+
+def has_convertible_activation(layer):
+    """A `ReLU`, or an `Activation` or fused activation not kept (a fused
+    activation that is a layer is already a twin)."""
+    if type(layer) is keras.layers.ReLU:
+        return True
+    is_activation = type(layer) is keras.layers.Activation
+    activation = getattr(layer, "activation", None)
+    return (
+        (is_activation or isinstance(layer, FUSED))
+        and activation is not None
+        and not isinstance(activation, keras.layers.Layer)
+        and activation_name(activation) not in _KEPT
+    )
+
+
+def is_bounded(layer):
+    """A sigmoid, a hard sigmoid or a ReLU with a `max_value`: an
+    activation that gates when its output multiplies another tensor."""
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.max_value is not None
+    return activation_name(layer.activation) in GATES
+
+
+def activation_twin(layer):
+    """The gradual twin of `layer`'s activation (identity -> activation).
+
+    For a `ReLU` or `Activation` layer, it takes the layer's name; for an
+    activation fused into a `Dense` or `Conv*` layer, `<name>_activation`.
+    """
+    if type(layer) is keras.layers.ReLU:
+        config = layer.get_config()
+        return GReLU(
+            max_value=config["max_value"],
+            negative_slope=config["negative_slope"],
+            threshold=config["threshold"],
+            name=layer.name,
+        )
+    name = layer.name
+    if isinstance(layer, FUSED):
+        name = f"{layer.name}_activation"
+    key = activation_name(layer.activation)
+    if key in _RELUS:
+        return GReLU(name=name, **_RELUS[key])
+    return GradualActivation(layer.activation, name=name)
+
+
+def dropout_twin(layer):
+    """The `GradualDropout` of a `Dropout` layer (no dropout -> dropout)."""
+    config = layer.get_config()
+    return GradualDropout(
+        config["rate"],
+        noise_shape=config["noise_shape"],
+        seed=config["seed"],
+        name=layer.name,
+    )

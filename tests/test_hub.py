@@ -1,0 +1,217 @@
+"""gradualize inside keras-hub transformers, built from constructor
+arguments (no download): the blocks' activations and dropouts anneal, the
+backbone keeps its class, task models take it, `.keras` round trips, and
+finalize gives back the original classes and configs."""
+
+import json
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_gradnets
+from keras_gradnets.callbacks import GradNetScheduler
+from keras_gradnets.core.walk import walk_layers
+from keras_gradnets.layers import GradualLayer
+
+RNG = np.random.default_rng(0)
+VOCABULARY = 40
+LENGTH = 8
+TINY = dict(num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16)
+
+
+def _gpt2():
+    return keras_hub.models.GPT2Backbone(
+        vocabulary_size=VOCABULARY, max_sequence_length=LENGTH, **TINY
+    )
+
+
+def _bert():
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=VOCABULARY, max_sequence_length=LENGTH, **TINY
+    )
+
+
+BACKBONES = {"gpt2": _gpt2, "bert": _bert}
+
+
+def _inputs(backbone, batch=4):
+    tokens = RNG.integers(1, VOCABULARY, (batch, LENGTH)).astype("int32")
+    mask = np.ones((batch, LENGTH), "int32")
+    tokens[:, -2:], mask[:, -2:] = 0, 0  # padding, masked out
+    x = {"token_ids": tokens, "padding_mask": mask}
+    if "segment_ids" in backbone.input:
+        x["segment_ids"] = np.zeros((batch, LENGTH), "int32")
+    return x
+
+
+def _np(x):
+    return keras.tree.map_structure(ops.convert_to_numpy, x)
+
+
+def _assert_close(a, b, atol=1e-5):
+    keras.tree.map_structure(
+        lambda u, v: np.testing.assert_allclose(u, v, rtol=0, atol=atol),
+        _np(a),
+        _np(b),
+    )
+
+
+def _twins(model):
+    return [x for x in walk_layers(model) if isinstance(x, GradualLayer)]
+
+
+def _set_g(model, value):
+    for twin in _twins(model):
+        twin.g.assign(value)
+
+
+def _task(name, backbone):
+    if name == "gpt2":
+        model = keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    else:
+        model = keras_hub.models.BertTextClassifier(
+            backbone, num_classes=3, preprocessor=None
+        )
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer="adam", loss=loss)
+    return model
+
+
+def _targets(name, x):
+    if name == "gpt2":
+        return x["token_ids"]
+    return RNG.integers(0, 3, (len(x["token_ids"]),))
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_gradualize_reaches_inside_every_block(name):
+    original = BACKBONES[name]()
+    x = _inputs(original)
+    model = keras_gradnets.gradualize(original, verbose=False)
+
+    assert isinstance(model, type(original))
+    blocks = [x for x in model.layers if "transformer_layer" in x.name]
+    assert len(blocks) == TINY["num_layers"]
+    for block in blocks:
+        inside = {twin.name for twin in _twins(block)}
+        # The feed-forward activation, and the attention, self-attention
+        # and feed-forward dropouts.
+        assert "feedforward_intermediate_dense_activation" in inside
+        assert {"self_attention_dropout", "feedforward_dropout"} <= inside
+    # g=1 is the original; g=0 a linear, dropout-free feed-forward path.
+    _set_g(model, 1.0)
+    _assert_close(model(x), original(x))
+    _set_g(model, 0.0)
+    early = keras.tree.flatten(_np(model(x)))
+    late = keras.tree.flatten(_np(original(x)))
+    assert all(np.isfinite(v).all() for v in early)
+    assert not all(np.allclose(a, b) for a, b in zip(early, late, strict=True))
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_task_model_trains_saves_and_finalizes(name, tmp_path):
+    original = BACKBONES[name]()
+    x = _inputs(original)
+    y = _targets(name, x)
+    backbone = keras_gradnets.gradualize(original, verbose=False)
+    task = _task(name, backbone)
+
+    # The compiled predict step reads g as it is now, not as it was when
+    # it was traced: at each end point it matches the eager call.
+    outputs = []
+    for g in (0.0, 1.0):
+        _set_g(task, g)
+        outputs.append(task.predict(x, verbose=0))
+        _assert_close(outputs[-1], task(x, training=False))
+    assert not np.allclose(*outputs, rtol=0, atol=1e-6)
+
+    _set_g(task, 0.0)
+    history = task.fit(
+        x, y, epochs=3, verbose=0, callbacks=[GradNetScheduler(tau=2)]
+    )
+    assert history.history["g"] == [0.0, 0.5, 1.0]
+    assert {float(_np(t.g)) for t in _twins(task)} == {1.0}
+
+    path = tmp_path / "task.keras"
+    task.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.backbone, type(original))
+    assert len(_twins(loaded)) == len(_twins(task))
+    _assert_close(loaded.predict(x, verbose=0), task.predict(x, verbose=0))
+
+    plain = keras_gradnets.finalize(loaded.backbone)
+    assert type(plain) is type(original)
+    assert plain.get_config() == original.get_config()
+    assert not _twins(plain)
+    _assert_close(plain(x), loaded.backbone(x))
+
+
+def test_finalize_refuses_a_backbone_mid_annealing():
+    model = keras_gradnets.gradualize(_gpt2(), verbose=False)
+    _set_g(model, 0.5)
+    with pytest.raises(ValueError, match="start_from_epoch"):
+        keras_gradnets.finalize(model)
+
+
+def test_gradualize_summary_names_blocks_and_kept_layers(capsys):
+    keras_gradnets.gradualize(_gpt2())
+    out = capsys.readouterr().out
+    assert "1 x GPT2Backbone -> GradualGPT2Backbone" in out
+    assert "2 x Dense activation -> GradualActivation" in out
+    assert "kept 1 layers of the graph GPT2Backbone builds" in out
+
+
+def test_gradualize_of_a_task_says_to_gradualize_its_backbone():
+    task = keras_hub.models.GPT2CausalLM(_gpt2(), preprocessor=None)
+    with pytest.raises(ValueError, match="Gradualize its backbone"):
+        keras_gradnets.gradualize(task, verbose=False)
+
+
+def _hub_layers_model():
+    tokens = keras.Input((LENGTH,), dtype="int32")
+    h = keras.layers.Embedding(VOCABULARY, 8, mask_zero=True)(tokens)
+    h = keras_hub.layers.TransformerEncoder(
+        16, 2, dropout=0.1, activation="gelu"
+    )(h)
+    h = keras.layers.TimeDistributed(keras.layers.Dense(8, activation="relu"))(
+        h
+    )
+    h = keras.layers.Bidirectional(keras.layers.LSTM(4))(h)  # reads the mask
+    return keras.Model(tokens, keras.layers.Dense(3)(h))
+
+
+def test_layers_with_sublayers_in_a_functional_model(tmp_path):
+    original = _hub_layers_model()
+    tokens = RNG.integers(1, VOCABULARY, (4, LENGTH)).astype("int32")
+    tokens[:, -3:] = 0
+    model = keras_gradnets.gradualize(original, verbose=False)
+
+    wrapped = [
+        type(x.layer).__name__ for x in model.layers if hasattr(x, "changes")
+    ]
+    assert wrapped == ["TransformerEncoder", "TimeDistributed"]
+    _set_g(model, 1.0)
+    _assert_close(model(tokens), original(tokens))
+    _set_g(model, 0.0)
+    assert np.isfinite(_np(model(tokens))).all()
+
+    _set_g(model, 1.0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    _assert_close(loaded(tokens), original(tokens))
+
+    plain = keras_gradnets.finalize(loaded)
+    assert [type(x) for x in plain.layers] == [type(x) for x in original.layers]
+    for new, old in zip(plain.layers[1:], original.layers[1:], strict=True):
+        assert _config(new) == _config(old)
+    _assert_close(plain(tokens), original(tokens))
+
+
+def _config(layer):
+    """`layer`'s config as a `.keras` file holds it (tuples as lists)."""
+    return json.loads(json.dumps(layer.get_config()))
