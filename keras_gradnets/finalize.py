@@ -10,6 +10,8 @@ from keras_gradnets.core.state import scalar_value
 from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.core.width import width_cuts
 from keras_gradnets.dynamic_capacity.linking import dynamic_readers
+from keras_gradnets.gradnets.twins import FUSED
+from keras_gradnets.gradnets.twins import fused_activation
 
 
 def _zero_at_zero(activation):
@@ -44,6 +46,8 @@ class _Finalizer(Rewriter):
 
     def __init__(self, model):
         super().__init__()
+        # ids of the twins of fused activations put back into their layer.
+        self._merged = set()
         # id of an original layer -> units to keep / input rows to keep.
         self._units, self._rows = width_cuts(model)
         for layer, (consumers, others) in dynamic_readers(model).items():
@@ -98,7 +102,32 @@ class _Finalizer(Rewriter):
     def input_index(self, layer):
         return getattr(layer, "finalized_input", lambda: None)()
 
+    def _fused_twin(self, layer):
+        """The twin of `layer`'s fused activation that `gradualize` split
+        out (`<layer>_activation`, its one reader), and the activation it
+        computes, if it is at g=1; else None."""
+        readers = self.readers(layer)
+        if not isinstance(layer, FUSED) or len(readers) != 1:
+            return None
+        twin = readers[0] and readers[0].operation
+        if getattr(twin, "name", None) != f"{layer.name}_activation":
+            return None
+        if layer.get_config().get("activation") != "linear":
+            return None
+        activation = fused_activation(twin)
+        if activation is None or twin.state_value("g") != 1:
+            return None
+        return twin, activation
+
     def replace(self, layer):
+        if id(layer) in self._merged:
+            return []
+        fused = self._fused_twin(layer)
+        if fused is not None:
+            # The activation goes back into the layer it was split from.
+            twin, activation = fused
+            self._merged.add(id(twin))
+            return [self.copy(layer, activation=activation)]
         if hasattr(layer, "finalized_layers"):
             components = layer.finalized_layers()
             if isinstance(layer, keras.Model):

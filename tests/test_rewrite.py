@@ -173,8 +173,7 @@ def _check_application(name):
 
 
 def _assert_same_layers(original, plain, name):
-    """Same names, types and configs, nested models layer by layer; a
-    fused activation comes back split out as `<layer>_activation`."""
+    """Same names, types and configs, nested models layer by layer."""
     old = {
         layer.name: layer
         for layer in original.layers
@@ -183,18 +182,12 @@ def _assert_same_layers(original, plain, name):
     for layer in plain.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if layer.name.endswith("_activation") and layer.name not in old:
-            continue
         before = old.pop(layer.name)
         assert type(layer) is type(before), (name, layer.name)
         if isinstance(layer, keras.Model):
             _assert_same_layers(before, layer, name)
             continue
-        config = dict(layer.get_config(), activation=None)
-        assert config == dict(before.get_config(), activation=None), (
-            name,
-            layer.name,
-        )
+        assert layer.get_config() == before.get_config(), (name, layer.name)
     assert not old, f"{name}: layers lost: {sorted(old)}"
 
 

@@ -286,14 +286,16 @@ def gradualize(
     `keras_gradnets.callbacks.GradNetScheduler`:
 
     * `activations`: `ReLU` layers become `GReLU` with the same
-      `max_value`, `negative_slope` and `threshold`; other `Activation`
-      layers and the activations fused into `Dense`, `EinsumDense` and
-      `Conv*` layers (split out into a layer named `<layer>_activation`)
-      become `GReLU` (for `"relu"` and `"relu6"`) or
-      `GradualActivation(activation)` (`"gelu"`, `"silu"`, `"tanh"`, ...),
-      identity -> activation. Kept as they are: linear, softmax and
-      log-softmax activations; the activation of a layer whose output is a
-      model output (of the model itself or of a nested model), which the
+      `max_value`, `negative_slope` and `threshold`; `Activation` layers
+      become `GradualActivation(activation)`, identity -> activation, for
+      any activation; the activations fused into `Dense`, `EinsumDense`
+      and `Conv*` layers are split out into a layer named
+      `<layer>_activation`, a `GReLU` (for `"relu"` and `"relu6"`) or a
+      `GradualActivation` (`"gelu"`, `"silu"`, `"tanh"`, ...), which
+      `finalize` puts back into the layer at g=1. Kept as they are:
+      linear, softmax and log-softmax activations; the activation of a
+      layer whose output is a model output (of the model itself or of a
+      nested model), which the
       loss reads; and gates, a sigmoid, hard sigmoid or ReLU with a
       `max_value` whose output multiplies another tensor (possibly through
       op nodes such as `x * (1 / 6)`): squeeze-and-excitation, MobileNetV3's
@@ -326,13 +328,11 @@ def gradualize(
     layers of the graph its class builds (its embedding dropout) are kept.
     A keras-hub task is refused: gradualize its backbone.
 
-    At `g=1`,
-    `keras_gradnets.finalize(gradualize(model))` gives back a model with
-    the same outputs and the same layer types and configs (a keras-hub
-    backbone its own class and config), except that a
-    fused activation comes back as a separate layer after its `Dense` or
-    `Conv*` (now `activation="linear"`), and that with `batch_norm=True`
-    the batch norms are gone.
+    At `g=1`, `keras_gradnets.finalize(gradualize(model))` gives back a
+    model with the same outputs and the same layer types and configs (a
+    fused activation goes back into its `Dense` or `Conv*` layer, a
+    keras-hub backbone is its own class again), except that with
+    `batch_norm=True` the batch norms are gone.
 
     Args:
         model: A built `keras.Sequential` or functional `keras.Model`.
@@ -375,8 +375,9 @@ def gradualize(
         warnings.warn(
             f"gradualize cannot reach inside layer '{layer.name}' "
             f"({layer.__class__.__name__}): its sub-layers {names} stay as "
-            "they are. Put the gradual layers in its code, or build the "
-            "model from layers gradualize can see.",
+            "they are. It reaches sub-layers held in attributes, not in "
+            "lists, dicts or nested models. Put the gradual layers in its "
+            "code, or keep its sub-layers in attributes.",
             stacklevel=2,
         )
     if verbose:

@@ -61,8 +61,10 @@ def is_bounded(layer):
 def activation_twin(layer):
     """The gradual twin of `layer`'s activation (identity -> activation).
 
-    For a `ReLU` or `Activation` layer, it takes the layer's name; for an
-    activation fused into a `Dense` or `Conv*` layer, `<name>_activation`.
+    A `ReLU` layer becomes a `GReLU` and an `Activation` layer a
+    `GradualActivation`, of the same name; an activation fused into a
+    `Dense` or `Conv*` layer becomes a `GReLU` (relu, relu6) or a
+    `GradualActivation` named `<name>_activation`.
     """
     if type(layer) is keras.layers.ReLU:
         config = layer.get_config()
@@ -72,13 +74,14 @@ def activation_twin(layer):
             threshold=config["threshold"],
             name=layer.name,
         )
-    name = layer.name
     if isinstance(layer, FUSED):
         name = f"{layer.name}_activation"
-    key = activation_name(layer.activation)
-    if key in _RELUS:
-        return GReLU(name=name, **_RELUS[key])
-    return GradualActivation(layer.activation, name=name)
+        key = activation_name(layer.activation)
+        if key in _RELUS:
+            return GReLU(name=name, **_RELUS[key])
+        return GradualActivation(layer.activation, name=name)
+    # An `Activation` layer, which finalize gives back as one.
+    return GradualActivation(layer.activation, name=layer.name)
 
 
 def dropout_twin(layer):
@@ -90,3 +93,22 @@ def dropout_twin(layer):
         seed=config["seed"],
         name=layer.name,
     )
+
+
+def fused_activation(twin):
+    """The activation, as a `Dense` or `Conv*` layer takes it, that the
+    twin of a fused activation (see `activation_twin`) computes at `g=1`;
+    None if no activation name says it."""
+    if type(twin) is GReLU:
+        for name, arguments in _RELUS.items():
+            expected = {"max_value": None, **arguments}
+            if (
+                twin.max_value == expected["max_value"]
+                and twin.relu_negative_slope == 0
+                and twin.threshold == 0
+            ):
+                return name
+        return None
+    if type(twin) is GradualActivation:
+        return activation_name(twin.activation)
+    return None
