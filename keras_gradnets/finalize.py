@@ -140,6 +140,19 @@ class _Finalizer(Rewriter):
                 # One plain layer takes the name of the layer it stands for.
                 layers[0].name = layer.name
             return layers
+        if isinstance(layer, keras.layers.TimeDistributed) and hasattr(
+            layer.layer, "finalized_layers"
+        ):
+            inner = self.replace(layer.layer)
+            names = (
+                [layer.name]
+                if len(inner) == 1
+                else [f"{layer.name}_{i}" for i in range(len(inner))]
+            )
+            return [
+                keras.layers.TimeDistributed(x, name=name)
+                for x, name in zip(inner, names, strict=True)
+            ]
         if isinstance(layer, keras.layers.Bidirectional):
             forward = _plain_rnn(layer.forward_layer)
             backward = _plain_rnn(layer.backward_layer)

@@ -131,6 +131,33 @@ def test_masked_mollified_rnn_finalizes_to_plain_keras(bidirectional):
     _assert_close(plain(tokens), expected)
 
 
+def test_time_distributed_library_layers_finalize_inside_the_wrapper():
+    inputs = keras.Input((5, 4))
+    h = keras.layers.TimeDistributed(layers.GReLU(g=1.0), name="relu")(inputs)
+    h = keras.layers.TimeDistributed(
+        layers.GradNet(
+            keras.layers.Dense(3), keras.layers.Dense(3, activation="tanh")
+        ),
+        name="dense",
+    )(h)
+    h = keras.layers.TimeDistributed(
+        layers.GradualActivation("tanh"), name="early"
+    )(h)
+    model = keras.Model(inputs, h)
+    _set_state(model, "g", 1.0)
+    model.get_layer("early").layer.g.assign(0.0)
+    x = RNG.normal(size=(2, 5, 4)).astype("float32")
+    plain = keras_gradnets.finalize(model)
+    assert not _library_layers(plain)
+    wrapped = [
+        (layer.name, type(layer.layer).__name__)
+        for layer in plain.layers
+        if isinstance(layer, keras.layers.TimeDistributed)
+    ]
+    assert wrapped == [("relu", "ReLU"), ("dense", "Dense")]
+    _assert_close(plain(x), model(x))
+
+
 # Models with op nodes and gates in their graphs, small enough for CI;
 # the other keras.applications models run with --runslow.
 APPLICATIONS = ["MobileNetV3Small", "ConvNeXtTiny", "EfficientNetB0"]
