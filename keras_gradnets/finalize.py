@@ -5,20 +5,13 @@ import warnings
 import keras
 
 from keras_gradnets.core.rewrite import Rewriter
+from keras_gradnets.core.rewrite import check_rewritable
 from keras_gradnets.core.state import declares_state
 from keras_gradnets.core.state import scalar_value
 from keras_gradnets.core.walk import walk_layers
-from keras_gradnets.core.width import width_cuts
-from keras_gradnets.dynamic_capacity.linking import dynamic_readers
+from keras_gradnets.core.width import unit_cuts
 from keras_gradnets.gradnets.twins import FUSED
 from keras_gradnets.gradnets.twins import fused_activation
-
-
-def _zero_at_zero(activation):
-    if activation is None:
-        return True
-    value = keras.ops.convert_to_numpy(activation(keras.ops.zeros((1,))))
-    return bool(value[0] == 0)
 
 
 def _kernel_index(layer):
@@ -37,11 +30,10 @@ class _Finalizer(Rewriter):
     `keras_gradnets.core.finalize`) is replaced by the plain layers it
     names, themselves finalized; a recurrent wrapper (`RNN`,
     `Bidirectional`) whose cell answers it gets the plain cell; any other
-    layer is copied. Dynamic layers whose readers all have a kernel over
-    their units shrink to their active size, and those kernels' rows with
-    them, whichever family the reader comes from; the layers around a
-    layer that answers `finalized_width()` are cut to that width (see
-    `keras_gradnets.core.width`).
+    layer is copied. Layers that answer `finalized_units()` (dynamic
+    layers) or `finalized_width()` (`ConcreteWidth`) are cut by the one
+    rule of `keras_gradnets.core.width`, whichever family their readers
+    come from.
     """
 
     def __init__(self, model):
@@ -49,23 +41,7 @@ class _Finalizer(Rewriter):
         # ids of the twins of fused activations put back into their layer.
         self._merged = set()
         # id of an original layer -> units to keep / input rows to keep.
-        self._units, self._rows = width_cuts(model)
-        for layer, (consumers, others) in dynamic_readers(model).items():
-            if consumers and not others:
-                self._units[id(layer)] = layer.active_units
-                for consumer in consumers:
-                    self._rows[id(consumer)] = layer.active_units
-            elif layer.active_units < layer.units and not _zero_at_zero(
-                layer.activation
-            ):
-                raise ValueError(
-                    f"Cannot finalize layer '{layer.name}': it is at "
-                    f"{layer.active_units} of {layer.units} units and read "
-                    f"by {[r.name for r in others] or 'the model output'}, "
-                    "which keep its full size, and its activation is not 0 "
-                    "at 0, so a plain layer cannot output zeros for the "
-                    "inactive units. Grow it to full capacity first."
-                )
+        self._units, self._rows = unit_cuts(model)
 
     def _pass_on(self, layer, components):
         """Hands `layer`'s shrinking and row slicing to its components."""
@@ -240,6 +216,8 @@ def finalize(model):
     plain.save("plain.keras")  # loads without keras_gradnets
     ```
     """
+    if not hasattr(model, "finalized_layers"):
+        check_rewritable(model)
     _warn_if_never_annealed(model)
     return _Finalizer(model).rewrite(model)
 

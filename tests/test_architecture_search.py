@@ -446,7 +446,7 @@ def test_finalize_cuts_the_depth_and_the_widths_together():
 @pytest.mark.parametrize(
     "tail, match",
     [
-        ([], "reach the outputs"),
+        ([], "reach 'the model output'"),
         ([keras.layers.LayerNormalization(name="norm")], "read by 'norm'"),
     ],
 )
@@ -573,3 +573,13 @@ class LayerTest(testing.TestCase):
             run_training_check=False,
             supports_masking=False,
         )
+
+
+def test_finalize_names_an_op_node_that_reads_a_width():
+    # The one cutting rule reads the graph's nodes: an op node between the
+    # width and its reader is named, not mistaken for the model output.
+    inputs = keras.Input((4,))
+    h = layers.ConcreteWidth(name="width")(keras.layers.Dense(4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(h * 2.0))
+    with pytest.raises(ValueError, match="'width'.*read by 'multiply"):
+        keras_gradnets.finalize(model)

@@ -298,6 +298,18 @@ def test_finalize_dynamic_dense_into_mollified_dense():
     assert plain.layers[1].kernel.shape == (10, 8)
 
 
+def test_finalize_dynamic_dense_read_by_an_op_node_keeps_its_size():
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+    inputs = keras.Input((5,))
+    h = layers.DynamicDense(40, chunks=4, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(h + 1.0))
+    plain = keras_gradnets.finalize(model)
+    _assert_same_outputs(model, plain, x)
+    # `h + 1` reads every unit: the plain layer keeps all 40, zeros after
+    # the 10 active ones.
+    assert plain.layers[1].units == 40
+
+
 def test_finalize_dynamic_conv_batch_norm_flatten_dynamic_dense():
     x = np.random.default_rng(0).normal(size=(4, 6, 6, 2)).astype("float32")
     model = keras.Sequential(

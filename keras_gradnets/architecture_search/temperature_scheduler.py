@@ -6,7 +6,7 @@ from keras_gradnets.architecture_search.concrete_width import ConcreteWidth
 from keras_gradnets.architecture_search.geometric import Geometric
 from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.scheduler import StateScheduler
-from keras_gradnets.core.width import width_cuts
+from keras_gradnets.core.width import unit_cuts
 
 
 class TemperatureScheduler(StateScheduler):
@@ -81,7 +81,7 @@ class TemperatureScheduler(StateScheduler):
 
     def on_train_begin(self, logs=None):
         try:
-            width_cuts(self.model)
+            unit_cuts(self.model)
         except ValueError as error:
             raise ValueError(
                 "TemperatureScheduler refuses to start the search: at its "

@@ -24,6 +24,23 @@ import keras
 from keras import tree
 
 
+def check_rewritable(model):
+    """Raises a `ValueError` saying why, unless `model` is a built
+    Sequential or functional model."""
+    if not isinstance(model, keras.Sequential) and not hasattr(model, "inputs"):
+        raise ValueError(
+            f"Cannot rewrite model '{model.name}' "
+            f"({model.__class__.__name__}): only Sequential and "
+            "functional models can be rebuilt. For a subclassed model, "
+            "put the layers you want in its code."
+        )
+    if not model.built or not model.inputs:
+        raise ValueError(
+            f"Model '{model.name}' is not built. Call it on data or start "
+            "it with `keras.Input(...)` first."
+        )
+
+
 class Rewriter:
     """Rewrites a model; subclasses say what replaces each layer.
 
@@ -77,7 +94,7 @@ class Rewriter:
     def rewrite(self, model):
         """Returns the rewritten `model`, with the weights copied."""
         if not isinstance(model, keras.Model):
-            self._model(model)  # Raises, saying what can be rewritten.
+            check_rewritable(model)
         (new,) = self.replacements(model)
         for layer, weights in self._weights:
             layer.set_weights(weights())
@@ -130,20 +147,7 @@ class Rewriter:
         return output
 
     def _model(self, model):
-        if not isinstance(model, keras.Sequential) and not hasattr(
-            model, "inputs"
-        ):
-            raise ValueError(
-                f"Cannot rewrite model '{model.name}' "
-                f"({model.__class__.__name__}): only Sequential and "
-                "functional models can be rebuilt. For a subclassed model, "
-                "put the layers you want in its code."
-            )
-        if not model.built or not model.inputs:
-            raise ValueError(
-                f"Model '{model.name}' is not built. Call it on data or start "
-                "it with `keras.Input(...)` first."
-            )
+        check_rewritable(model)
         saved = self._readers, self._tensor_readers, self._outputs
         try:
             if isinstance(model, keras.Sequential):

@@ -49,28 +49,23 @@ def walk_layers(root):
         stack.extend(reversed(list(_children(layer))))
 
 
-def _tensor(layer, attribute):
-    """`layer.input` or `layer.output`, or None where Keras has none."""
-    try:
-        return getattr(layer, attribute)
-    except (AttributeError, ValueError):
-        return None
-
-
 def reader_pairs(model):
-    """Yields `(layer, reader)` for the direct connections inside `model`.
+    """Yields `(operation, reader)` for the direct connections in `model`.
 
-    In a Sequential model each layer reads the one before it. In a
-    functional model a layer reads another when its `input` is the other's
-    `output` (layers used at several places have neither, and are skipped).
+    Read from the model's graph: `reader` is a layer or op node (`x + 1`,
+    `x[:, 0]`, a `keras.ops` call) that takes an output of `operation`,
+    and `None` where that output is an output of `model`. A layer used at
+    several places yields a pair for each.
     """
-    layers = model.layers
-    if isinstance(model, keras.Sequential):
-        yield from itertools.pairwise(layers)
+    graph = model._functional if isinstance(model, keras.Sequential) else model
+    if graph is None:  # An unbuilt Sequential model: each reads the last.
+        yield from itertools.pairwise(model.layers)
         return
-    outputs = [(layer, _tensor(layer, "output")) for layer in layers]
-    for reader in layers:
-        tensor = _tensor(reader, "input")
-        for layer, output in outputs:
-            if output is not None and tensor is output and layer is not reader:
-                yield layer, reader
+    if not hasattr(graph, "_nodes_by_depth"):
+        return  # A subclassed model has no graph.
+    for nodes in graph._nodes_by_depth.values():
+        for node in nodes:
+            for tensor in node.arguments.keras_tensors:
+                yield tensor._keras_history.operation, node.operation
+    for tensor in keras.tree.flatten(graph.outputs):
+        yield tensor._keras_history.operation, None

@@ -1,13 +1,20 @@
-"""Cutting the units a layer keeps, for `finalize`.
+"""Cutting units out of a model, for `finalize`: the one rule.
 
-A layer that answers `finalized_width()` (such as `ConcreteWidth`) keeps
-only the first `k` units or channels of its input and zeros the rest. Its
-plain replacement is nothing, with the layers around it cut to `k`: the
-`Dense` or `Conv*` layer that produces the units keeps `k` of them, any
-`BatchNormalization` in between keeps their `k` statistics, and every
-`Dense` or `Conv*` layer that reads them keeps the `k` matching input rows
-(through layers that map zeros to zeros, such as a ReLU, `Dropout` or
-pooling, which the zeros of the cut units would have crossed unchanged).
+Two layer protocols ask for a cut:
+
+* a layer that answers `finalized_width()` (such as `ConcreteWidth`) keeps
+  only the first `k` units or channels of its input and zeros the rest. Its
+  plain replacement is nothing, with the layers around it cut to `k`: the
+  `Dense` or `Conv*` layer that produces the units keeps `k` of them, any
+  `BatchNormalization` in between keeps their `k` statistics, and every
+  layer that reads them with a kernel keeps the `k` matching input rows
+  (through layers that map zeros to zeros, such as a ReLU, `Dropout` or
+  pooling, which the zeros of the cut units would have crossed unchanged);
+* a layer that answers `finalized_units()` (such as `DynamicDense`) uses
+  only its first `k` units. When every reader takes its units directly
+  with a kernel, it keeps `k` units and its readers `k` input rows;
+  otherwise its plain layer keeps its full size, with zero weights for the
+  other units, which is exact only if its activation is 0 at 0.
 """
 
 import keras
@@ -73,19 +80,30 @@ def _keeps_zeros(layer):
 
 
 def _has_kernel_over(layer, units):
-    """Whether `layer` is a Dense or Conv layer reading `units` inputs."""
+    """Whether `layer` reads `units` inputs through the rows of a kernel: a
+    Dense or Conv layer, or a layer of this package with such a kernel
+    (one that answers the finalize protocol)."""
     kernel = getattr(layer, "kernel", None)
     return (
-        isinstance(layer, _KERNEL_LAYERS)
+        (
+            isinstance(layer, _KERNEL_LAYERS)
+            or hasattr(layer, "finalized_layers")
+        )
         and kernel is not None
+        and len(kernel.shape) >= 2
         and kernel.shape[-2] == units
     )
 
 
+def _name(operation):
+    return "the model output" if operation is None else operation.name
+
+
 def _produces(layer, units):
+    if not isinstance(layer, _KERNEL_LAYERS):
+        return False
     config = layer.get_config()
-    size = config.get("units", config.get("filters"))
-    return size == units and isinstance(layer, _KERNEL_LAYERS)
+    return config.get("units", config.get("filters")) == units
 
 
 def _cannot(layer, what, other):
@@ -99,17 +117,20 @@ def _cannot(layer, what, other):
     )
 
 
-def width_cuts(model):
-    """Finds what `finalize` cuts for each layer with `finalized_width()`.
+def unit_cuts(model):
+    """Finds what `finalize` cuts, for every layer asking for a cut.
 
     Returns:
         `(units, rows)`: dicts from the `id` of a layer of `model` to the
-        number of units it keeps (the producers and batch norms) and to the
-        number of input rows its kernel keeps (the readers).
+        number of units it keeps (producers, batch norms and layers with
+        `finalized_units()`) and to the number of input rows its kernel
+        keeps (the readers).
 
     Raises:
-        ValueError: naming the layer, if the layers around it do not fit
-            the pattern above.
+        ValueError: naming the layer, if the layers around a layer with
+            `finalized_width()` do not fit the pattern above, or if a layer
+            with `finalized_units()` below its full size is read by a layer
+            without a kernel and its activation is not 0 at 0.
     """
     units, rows = {}, {}
     for submodel in walk_layers(model):
@@ -117,33 +138,70 @@ def width_cuts(model):
             continue
         pairs = list(reader_pairs(submodel))
         for layer in submodel.layers:
-            if not hasattr(layer, "finalized_width"):
-                continue
-            width, size = layer.finalized_width(), layer.units
-            source = layer
-            while True:
-                sources = [a for a, b in pairs if b is source]
-                if len(sources) != 1:
-                    _cannot(layer, "it reads no single layer before", source)
-                (source,) = sources
-                if _produces(source, size):
-                    units[id(source)] = width
-                    break
-                if isinstance(source, keras.layers.BatchNormalization):
-                    units[id(source)] = width
-                elif not _elementwise(source):
-                    _cannot(layer, "it reads the units through", source)
-            frontier = [layer]
-            while frontier:
-                current = frontier.pop()
-                readers = [b for a, b in pairs if a is current]
-                if not readers:
-                    _cannot(layer, "its units reach the outputs of", submodel)
-                for reader in readers:
-                    if _has_kernel_over(reader, size):
-                        rows[id(reader)] = width
-                    elif _keeps_zeros(reader):
-                        frontier.append(reader)
-                    else:
-                        _cannot(layer, "its units are read by", reader)
+            if hasattr(layer, "finalized_width"):
+                _cut_width(layer, pairs, units, rows)
+            elif hasattr(layer, "finalized_units"):
+                _cut_units(layer, pairs, units, rows)
     return units, rows
+
+
+def _readers(pairs, operation):
+    return [b for a, b in pairs if a is operation]
+
+
+def _cut_width(layer, pairs, units, rows):
+    """The cut around a layer with `finalized_width()`."""
+    width, size = layer.finalized_width(), layer.units
+    source = layer
+    while True:
+        sources = [a for a, b in pairs if b is source]
+        if len(sources) != 1:
+            _cannot(layer, "it reads no single layer before", source)
+        (source,) = sources
+        if _produces(source, size):
+            units[id(source)] = width
+            break
+        if isinstance(source, keras.layers.BatchNormalization):
+            units[id(source)] = width
+        elif not isinstance(source, keras.layers.Layer) or not _elementwise(
+            source
+        ):
+            _cannot(layer, "it reads the units through", source)
+    frontier = [layer]
+    while frontier:
+        for reader in _readers(pairs, frontier.pop()):
+            if reader is None:
+                _cannot(layer, "its units reach", "the model output")
+            if _has_kernel_over(reader, size):
+                rows[id(reader)] = width
+            elif isinstance(reader, keras.layers.Layer) and _keeps_zeros(
+                reader
+            ):
+                frontier.append(reader)
+            else:
+                _cannot(layer, "its units are read by", reader)
+
+
+def _cut_units(layer, pairs, units, rows):
+    """The cut of a layer with `finalized_units()`."""
+    kept = layer.finalized_units()
+    readers = _readers(pairs, layer)
+    if readers and all(_has_kernel_over(r, layer.units) for r in readers):
+        units[id(layer)] = kept
+        for reader in readers:
+            rows[id(reader)] = kept
+    elif kept < layer.units and not _zero_at_zero(layer.activation):
+        raise ValueError(
+            f"Cannot finalize layer '{layer.name}': it is at {kept} of "
+            f"{layer.units} units and read by "
+            f"{[_name(r) for r in readers]}, which keep its full size, and "
+            "its activation is not 0 at 0, so a plain layer cannot output "
+            "zeros for the inactive units. Grow it to full capacity first."
+        )
+
+
+def _zero_at_zero(activation):
+    if activation is None:
+        return True
+    value = keras.ops.convert_to_numpy(activation(keras.ops.zeros((1,))))
+    return bool(value[0] == 0)

@@ -463,6 +463,11 @@ class DynamicLayer(keras.layers.Layer):
             "name": self.name,
         }
 
+    def finalized_units(self):
+        """The units `finalize` keeps: `active_units`, when every reader
+        has a kernel over the units (see `keras_gradnets.core.width`)."""
+        return self.active_units
+
     def finalized_layers(self):
         """A built-in layer equal to this one, at full size, with weights.
 

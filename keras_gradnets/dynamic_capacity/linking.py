@@ -230,9 +230,9 @@ def dynamic_readers(model):
 def link_dynamic_layers(model):
     """Links the dynamic layers of `model` to the model and their readers.
 
-    Found from the model's graph (in a Sequential model, the next layer; in a
-    functional model, a layer whose `input` is that layer's `output`),
-    nested models included. After linking:
+    Found from the model's graph (`keras_gradnets.core.walk.reader_pairs`:
+    the layers and op nodes that take a layer's outputs), nested models
+    included. After linking:
 
     * a dynamic layer that reads a dynamic layer uses only its active part;
     * growth initializes the weights that read the new units (`growth_init`);
@@ -272,7 +272,9 @@ def link_dynamic_layers(model):
         if producer.growth_init == "function_preserving" and (
             others or not consumers
         ):
-            names = [r.name for r in others] or ["(the model output)"]
+            names = [
+                "(the model output)" if r is None else r.name for r in others
+            ] or ["(the model output)"]
             raise ValueError(
                 f"Layer '{producer.name}' has "
                 "growth_init='function_preserving', which starts new units "
