@@ -139,18 +139,34 @@ def test_schedulers_with_given_layers_drive_and_log_only_those():
     assert "g" not in history.history
 
 
-def test_csv_logger_records_g(tmp_path):
+@pytest.mark.parametrize("scheduler_first", [True, False])
+def test_csv_logger_records_g_whatever_the_order(tmp_path, scheduler_first):
     path = os.path.join(tmp_path, "log.csv")
-    probe_model().fit(
+    scheduler = GradNetScheduler(tau=4, unit="step")
+    loggers = [keras.callbacks.CSVLogger(path), BatchRecorder("g")]
+    callbacks = [scheduler, *loggers] if scheduler_first else loggers
+    if not scheduler_first:
+        callbacks.append(scheduler)
+    model = probe_model()
+    history = model.fit(
         X_PROBE,
         Y_PROBE,
+        batch_size=len(X_PROBE) // 2,
         epochs=3,
         verbose=0,
-        callbacks=[GradNetScheduler(tau=2), keras.callbacks.CSVLogger(path)],
+        validation_data=(X_PROBE, Y_PROBE),
+        callbacks=callbacks,
     )
     with open(path) as f:
         rows = list(csv.DictReader(f))
-    assert [float(row["g"]) for row in rows] == [0.0, 0.5, 1.0]
+    # The value the last step of each epoch used, after every step.
+    assert [float(row["g"]) for row in rows] == [0.25, 0.75, 1.0]
+    assert loggers[1].values == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert "val_g" not in history.history
+    # After fit the model's metrics are its own again.
+    assert "g" not in model.evaluate(
+        X_PROBE, Y_PROBE, verbose=0, return_dict=True
+    )
 
 
 def _regression_model():

@@ -8,6 +8,7 @@ from keras import ops
 from keras_gradnets.core import schedule as schedule_lib
 from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.checks import describe_range
+from keras_gradnets.core.logs_metric import LogsMetric
 from keras_gradnets.core.state import StatefulLayer
 from keras_gradnets.core.state import declares_state
 from keras_gradnets.core.walk import walk_layers
@@ -67,11 +68,17 @@ class StateScheduler(keras.callbacks.Callback):
     the training state, so the next compiled step uses them), and only when
     they change.
 
-    **Logs.** At every epoch end the state goes into `logs` under
-    `log_name` when the callback drives all the model's layers of its kind
-    and they share one value, and under `<log_name>_<layer name>` for each
-    layer otherwise (given `layers`, or values that differ), so that two
-    schedulers never write the same key.
+    **Logs.** The state goes into the logs under `log_name` when the
+    callback drives all the model's layers of its kind with one value for
+    all (`logs_one_value()`), and under `<log_name>_<layer name>` for each
+    layer otherwise (given `layers`, or a schedule whose values differ
+    between layers), so that two schedulers never write the same key.
+    During `fit` the values are also a metric of the model (a
+    `keras_gradnets.core.logs_metric.LogsMetric`, taken out again at the
+    end of `fit`): they are in the logs of every step, and in the epoch
+    logs every callback receives, `CSVLogger` and `TensorBoard` included,
+    whatever the order of the callbacks; they are not logged again as
+    `val_*`.
 
     Args:
         schedule: A `keras_gradnets.schedules.Schedule`, a
@@ -106,6 +113,7 @@ class StateScheduler(keras.callbacks.Callback):
         self.layers = []
         self._written = None
         self._epoch_start = 0
+        self._logs_metric = None
 
     def _drives(self, layer):
         return declares_state(layer, self.state, self.layer_type)
@@ -123,6 +131,38 @@ class StateScheduler(keras.callbacks.Callback):
                 f"one{example} or pass `layers=[...]`."
             )
         self._written = [None] * len(self.layers)
+        keys = state_logs(
+            self.log_name or self.state,
+            dict.fromkeys(layer.name for layer in self.layers),
+            keep_one=self.logs_one_value(),
+        )
+        self._logs_metric = LogsMetric(keys, name=f"{self.state}_logs")
+        self._logs_metric.attach(self.model)
+        # Functions traced before the metric was attached would leave it
+        # out of their logs.
+        self.model.make_train_function(force=True)
+
+    def logs_one_value(self):
+        """Whether one log key stands for every driven layer: true when the
+        callback drives every layer of its kind in the model with one
+        schedule. Subclasses whose values differ between layers answer
+        False."""
+        return self._given_layers is None
+
+    def on_test_begin(self, logs=None):
+        # Validation during `fit`: the states are not logged as `val_*`.
+        if self._logs_metric is not None:
+            self._logs_metric.active = False
+
+    def on_test_end(self, logs=None):
+        if self._logs_metric is not None:
+            self._logs_metric.active = True
+
+    def on_train_end(self, logs=None):
+        if self._logs_metric is not None:
+            self._logs_metric.detach(self.model)
+            self._logs_metric = None
+            self.model.make_train_function(force=True)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.unit == "epoch":
@@ -186,6 +226,9 @@ class StateScheduler(keras.callbacks.Callback):
             if value != old:
                 getattr(layer, self.state).assign(value)
         self._written = values
+        if self._logs_metric is not None:
+            keys = self._logs_metric.keys
+            self._logs_metric.set_values(values[: len(keys)])
 
     def current_values(self):
         """The state each driven layer holds now, by layer name."""
@@ -196,10 +239,6 @@ class StateScheduler(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs.update(
-                state_logs(
-                    self.log_name or self.state,
-                    self.current_values(),
-                    keep_one=self._given_layers is None,
-                )
-            )
+            values = list(self.current_values().values())
+            keys = self._logs_metric.keys
+            logs.update(zip(keys, values[: len(keys)], strict=True))

@@ -107,6 +107,12 @@ class MollifierScheduler(StateScheduler):
             return 1.0
         return self._loss_sum / (1 - self.loss_momentum**self._loss_count)
 
+    def logs_one_value(self):
+        per_layer = getattr(self.schedule, "per_layer", False)
+        return super().logs_one_value() and (
+            not per_layer or len(self.layers) == 1
+        )
+
     def values(self, t):
         if self.stopped:
             return self._written

@@ -23,7 +23,11 @@ class LayerSchedule(Schedule):
     `__call__(step, layer=1, num_layers=1, loss=1.0)`: `layer` is the depth
     index in 1..`num_layers` and `loss` an average of the training loss.
     Schedules that ignore them can also drive `GradNetScheduler`.
+    `per_layer` says whether values differ between layers, so whether a
+    scheduler logs one value or one per layer.
     """
+
+    per_layer = True
 
 
 @keras.saving.register_keras_serializable(package="keras_gradnets")
@@ -65,6 +69,8 @@ class MollifyExponential(LayerSchedule):
 
 
 class _BoundedDecay(LayerSchedule):
+    per_layer = False
+
     def __init__(self, decay_steps, p_min=0.0):
         self.decay_steps = check_number(
             "decay_steps", decay_steps, low=0, low_open=True
