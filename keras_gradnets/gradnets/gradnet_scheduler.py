@@ -20,11 +20,10 @@ class GradNetScheduler(StateScheduler):
 
     The callback is a `keras_gradnets.core.StateScheduler`: it checks every
     value (a `ValueError` names the schedule, `t` and a value outside
-    [0, 1]) and writes `g` into the epoch logs, so the progress bar,
-    `History`, `CSVLogger` and TensorBoard record it: under `"g"` when the
-    driven layers share one value, and under `"g_<layer name>"` for each
-    layer otherwise. Place it before a `CSVLogger` in the callbacks list so
-    that the logger sees the keys.
+    [0, 1]) and logs `g`, so the progress bar, `History`, `CSVLogger` and
+    TensorBoard record it, whatever the order of the callbacks: under `"g"`
+    when it drives every gradual layer of the model, and under
+    `"g_<layer name>"` for each layer when given `layers`.
 
     Training resumed with `fit(initial_epoch=k)` (for `unit="epoch"`) or
     from a saved model, whose optimizer keeps its iteration count (for
