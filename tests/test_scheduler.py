@@ -279,3 +279,37 @@ def test_schedule_outside_unit_interval_is_an_error():
             verbose=0,
             callbacks=[GradNetScheduler(lambda t: 1.5)],
         )
+
+
+class _FunctionRecorder(keras.callbacks.Callback):
+    """Records the train function each fit runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.functions = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            self.functions.append(self.model.train_function)
+
+
+def test_fits_with_a_scheduler_reuse_one_train_function():
+    # The logged states need a train function traced with them: it is made
+    # once, and the model's own function comes back between such fits.
+    model = probe_model()
+    recorder = _FunctionRecorder()
+    model.fit(X_PROBE, Y_PROBE, epochs=1, verbose=0, callbacks=[recorder])
+    for _ in range(2):
+        history = model.fit(
+            X_PROBE,
+            Y_PROBE,
+            epochs=1,
+            verbose=0,
+            callbacks=[recorder, GradNetScheduler(tau=2)],
+        )
+        assert history.history["g"] == [0.0]
+    model.fit(X_PROBE, Y_PROBE, epochs=1, verbose=0, callbacks=[recorder])
+    plain, scheduled, again, plain_again = recorder.functions
+    assert scheduled is again
+    assert plain is plain_again
+    assert scheduled is not plain

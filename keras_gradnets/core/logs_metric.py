@@ -8,6 +8,8 @@ model during `fit` is in them for every callback, whatever the order (and
 in the progress bar after every step).
 """
 
+import weakref
+
 import keras
 
 
@@ -68,3 +70,49 @@ class LogsMetric(keras.metrics.Metric):
         """Takes this metric out of `model.metrics`."""
         self.active = False
         model._tracker.untrack(self)
+
+
+class _Run:
+    """A metric of a model's logs, and the two train functions it needs."""
+
+    def __init__(self, metric, plain, with_metric):
+        self.metric = metric
+        self.plain = plain
+        self.with_metric = with_metric
+
+
+# model -> {log keys -> _Run}: the metrics and functions of earlier fits.
+_RUNS = weakref.WeakKeyDictionary()
+
+
+def start_logging(model, keys, name):
+    """Attaches a `LogsMetric` with `keys` to `model` for one `fit`.
+
+    `fit` has made `model.train_function` before the callbacks start: it
+    is traced without the metric. The model gets a train function traced
+    with it, made once and kept for the next `fit` with the same keys,
+    unless the model has been compiled again since.
+
+    Returns:
+        The metric; give it to `stop_logging` at the end of `fit`.
+    """
+    runs = _RUNS.setdefault(model, {})
+    run = runs.get(tuple(keys))
+    if run is None or run.plain is not model.train_function:
+        run = _Run(LogsMetric(keys, name), model.train_function, None)
+        runs[tuple(keys)] = run
+    run.metric.attach(model)
+    if run.with_metric is None:
+        model.make_train_function(force=True)
+        run.with_metric = model.train_function
+    model.train_function = run.with_metric
+    return run.metric
+
+
+def stop_logging(model, metric):
+    """Takes `metric` out of `model`, and gives it back the train function
+    it had before `start_logging`."""
+    metric.detach(model)
+    for run in _RUNS.get(model, {}).values():
+        if run.metric is metric:
+            model.train_function = run.plain

@@ -8,7 +8,8 @@ from keras import ops
 from keras_gradnets.core import schedule as schedule_lib
 from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.checks import describe_range
-from keras_gradnets.core.logs_metric import LogsMetric
+from keras_gradnets.core.logs_metric import start_logging
+from keras_gradnets.core.logs_metric import stop_logging
 from keras_gradnets.core.state import StatefulLayer
 from keras_gradnets.core.state import declares_state
 from keras_gradnets.core.walk import walk_layers
@@ -136,11 +137,9 @@ class StateScheduler(keras.callbacks.Callback):
             dict.fromkeys(layer.name for layer in self.layers),
             keep_one=self.logs_one_value(),
         )
-        self._logs_metric = LogsMetric(keys, name=f"{self.state}_logs")
-        self._logs_metric.attach(self.model)
-        # Functions traced before the metric was attached would leave it
-        # out of their logs.
-        self.model.make_train_function(force=True)
+        self._logs_metric = start_logging(
+            self.model, keys, name=f"{self.state}_logs"
+        )
 
     def logs_one_value(self):
         """Whether one log key stands for every driven layer: true when the
@@ -160,9 +159,8 @@ class StateScheduler(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self._logs_metric is not None:
-            self._logs_metric.detach(self.model)
+            stop_logging(self.model, self._logs_metric)
             self._logs_metric = None
-            self.model.make_train_function(force=True)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.unit == "epoch":
