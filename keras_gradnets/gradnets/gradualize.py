@@ -295,12 +295,11 @@ def gradualize(
       `finalize` puts back into the layer at g=1. Kept as they are:
       linear, softmax and log-softmax activations; the activation of a
       layer whose output is a model output (of the model itself or of a
-      nested model), which the
-      loss reads; and gates, a sigmoid, hard sigmoid or ReLU with a
-      `max_value` whose output multiplies another tensor (possibly through
-      op nodes such as `x * (1 / 6)`): squeeze-and-excitation, MobileNetV3's
-      hard sigmoid, GLU. At g=0 a gate would be unbounded and the model
-      could overflow.
+      nested model), which the loss reads; and gates, a sigmoid, hard
+      sigmoid or ReLU with a `max_value` whose output multiplies another
+      tensor (possibly through op nodes such as `x * (1 / 6)`):
+      squeeze-and-excitation, MobileNetV3's hard sigmoid, GLU. At g=0 a
+      gate would be unbounded and the model could overflow.
     * `dropout`: `Dropout` becomes `GradualDropout` at its rate.
     * `pooling`: `MaxPooling1D/2D` becomes `GradualPooling1D/2D` (mean ->
       max pooling).
