@@ -215,3 +215,15 @@ def test_layers_with_sublayers_in_a_functional_model(tmp_path):
 def _config(layer):
     """`layer`'s config as a `.keras` file holds it (tuples as lists)."""
     return json.loads(json.dumps(layer.get_config()))
+
+
+def test_the_registered_mixin_rebuilds_any_gradual_backbone():
+    # In a fresh process `.keras` files name the `GradualBackbone` mixin,
+    # whose `from_config` makes the subclass of the saved backbone class.
+    model = keras_gradnets.gradualize(_bert(), verbose=False)
+    rebuilt = keras_gradnets.layers.GradualBackbone.from_config(
+        model.get_config()
+    )
+    assert type(rebuilt) is type(model)
+    assert isinstance(rebuilt, keras_hub.models.BertBackbone)
+    assert len(_twins(rebuilt)) == len(_twins(model))
