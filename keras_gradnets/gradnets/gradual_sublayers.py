@@ -20,7 +20,7 @@ def _set_sublayer(owner, name, old, new):
     locked = tracker.locked
     tracker.unlock()
     try:
-        if isinstance(old, keras.layers.Layer):
+        if tracker.is_in_store("layers", old):
             tracker.replace_tracked_value("layers", old, new)
         setattr(owner, name, new)
     finally:
