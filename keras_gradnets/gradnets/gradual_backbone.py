@@ -48,16 +48,12 @@ class GradualBackbone:
         """The keras-hub class this backbone is a gradual version of."""
         return self.__class__.__bases__[1]
 
-    def plain_weights(self):
-        """The backbone's weights without the twins' states."""
-        return plain_weights(self)
-
     def finalized_layers(self):
         """The backbone as its own class at `g=1`, with its weights."""
         require_late(self, self)
         config = super().get_config()
         plain = self.backbone_class.from_config(config)
-        plain.set_weights(self.plain_weights())
+        plain.set_weights(plain_weights(self))
         return [plain]
 
     def get_config(self):
@@ -76,9 +72,20 @@ class GradualBackbone:
         config = dict(config)
         spec = config.pop("backbone_class")
         module = importlib.import_module(spec["module"])
-        base = getattr(module, spec["class_name"])
-        # The backbone's own `from_config`, for the gradual subclass.
-        return base.from_config.__func__(gradual_backbone_class(base), config)
+        return _from_config(getattr(module, spec["class_name"]), config)
+
+
+def gradual_backbone(backbone, gradualize):
+    """A new `Gradual<Class>` of the keras-hub `backbone`, from its config
+    and `gradualize` (the options of `gradualize_sublayers`), with new
+    weights: set the backbone's with `weights_with_states`."""
+    config = {**backbone.get_config(), "gradualize": gradualize}
+    return _from_config(type(backbone), config)
+
+
+def _from_config(base, config):
+    # The backbone class's own `from_config`, for its gradual subclass.
+    return base.from_config.__func__(gradual_backbone_class(base), config)
 
 
 def gradual_backbone_class(base):

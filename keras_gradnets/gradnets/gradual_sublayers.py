@@ -199,16 +199,12 @@ class GradualSublayers(keras.layers.Wrapper):
     def compute_output_spec(self, *args, **kwargs):
         return self.layer.compute_output_spec(*args, **kwargs)
 
-    def plain_weights(self):
-        """The wrapped layer's weights without the twins' states."""
-        return plain_weights(self.layer)
-
     def finalized_layers(self):
         """The wrapped layer, with its class and config, at `g=1`."""
         require_late(self, self.layer)
         plain = keras.saving.deserialize_keras_object(self._layer_config)
         plain.build_from_config(self.layer.get_build_config())
-        plain.set_weights(self.plain_weights())
+        plain.set_weights(plain_weights(self.layer))
         return [plain]
 
     def get_config(self):

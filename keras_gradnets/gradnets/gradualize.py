@@ -8,7 +8,7 @@ import keras
 
 from keras_gradnets.core.rewrite import Rewriter
 from keras_gradnets.core.walk import walk_layers
-from keras_gradnets.gradnets.gradual_backbone import GradualBackbone
+from keras_gradnets.gradnets.gradual_backbone import gradual_backbone
 from keras_gradnets.gradnets.gradual_batch_normalization import (
     GradualBatchNormalization,
 )
@@ -189,18 +189,8 @@ class _Gradualizer(Rewriter):
             )
         if not isinstance(model, hub.models.Backbone):
             return None
-        config = {
-            **model.get_config(),
-            "gradualize": {
-                "activations": self.activations,
-                "dropout": self.dropout,
-            },
-            "backbone_class": {
-                "module": type(model).__module__,
-                "class_name": type(model).__name__,
-            },
-        }
-        new = GradualBackbone.from_config(config)
+        options = {"activations": self.activations, "dropout": self.dropout}
+        new = gradual_backbone(model, options)
         new.set_weights(weights_with_states(new, model.get_weights()))
         self.backbones.append((model, new))
         self.converted[f"{type(model).__name__} -> {type(new).__name__}"] += 1
