@@ -1,6 +1,7 @@
 """Helpers shared by the tests."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_gradnets import layers
@@ -74,4 +75,18 @@ def temperature_probe_model(probe):
                 trainable=False,
             ),
         ]
+    )
+
+
+def tree_numpy(x):
+    """A nest of tensors (a dict of outputs, ...) as NumPy arrays."""
+    return keras.tree.map_structure(ops.convert_to_numpy, x)
+
+
+def assert_tree_close(a, b, atol=1e-5):
+    """Two nests of tensors are equal up to `atol`, leaf by leaf."""
+    keras.tree.map_structure(
+        lambda u, v: np.testing.assert_allclose(u, v, rtol=0, atol=atol),
+        tree_numpy(a),
+        tree_numpy(b),
     )

@@ -9,12 +9,13 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-from keras import ops
 
 import keras_gradnets
 from keras_gradnets.callbacks import GradNetScheduler
 from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.layers import GradualLayer
+from tests.helpers import assert_tree_close
+from tests.helpers import tree_numpy
 
 RNG = np.random.default_rng(0)
 VOCABULARY = 40
@@ -45,18 +46,6 @@ def _inputs(backbone, batch=4):
     if "segment_ids" in backbone.input:
         x["segment_ids"] = np.zeros((batch, LENGTH), "int32")
     return x
-
-
-def _np(x):
-    return keras.tree.map_structure(ops.convert_to_numpy, x)
-
-
-def _assert_close(a, b, atol=1e-5):
-    keras.tree.map_structure(
-        lambda u, v: np.testing.assert_allclose(u, v, rtol=0, atol=atol),
-        _np(a),
-        _np(b),
-    )
 
 
 def _twins(model):
@@ -104,10 +93,10 @@ def test_gradualize_reaches_inside_every_block(name):
         assert {"self_attention_dropout", "feedforward_dropout"} <= inside
     # g=1 is the original; g=0 a linear, dropout-free feed-forward path.
     _set_g(model, 1.0)
-    _assert_close(model(x), original(x))
+    assert_tree_close(model(x), original(x))
     _set_g(model, 0.0)
-    early = keras.tree.flatten(_np(model(x)))
-    late = keras.tree.flatten(_np(original(x)))
+    early = keras.tree.flatten(tree_numpy(model(x)))
+    late = keras.tree.flatten(tree_numpy(original(x)))
     assert all(np.isfinite(v).all() for v in early)
     assert not all(np.allclose(a, b) for a, b in zip(early, late, strict=True))
 
@@ -126,7 +115,7 @@ def test_task_model_trains_saves_and_finalizes(name, tmp_path):
     for g in (0.0, 1.0):
         _set_g(task, g)
         outputs.append(task.predict(x, verbose=0))
-        _assert_close(outputs[-1], task(x, training=False))
+        assert_tree_close(outputs[-1], task(x, training=False))
     assert not np.allclose(*outputs, rtol=0, atol=1e-6)
 
     _set_g(task, 0.0)
@@ -134,20 +123,20 @@ def test_task_model_trains_saves_and_finalizes(name, tmp_path):
         x, y, epochs=3, verbose=0, callbacks=[GradNetScheduler(tau=2)]
     )
     assert history.history["g"] == [0.0, 0.5, 1.0]
-    assert {float(_np(t.g)) for t in _twins(task)} == {1.0}
+    assert {float(tree_numpy(t.g)) for t in _twins(task)} == {1.0}
 
     path = tmp_path / "task.keras"
     task.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded.backbone, type(original))
     assert len(_twins(loaded)) == len(_twins(task))
-    _assert_close(loaded.predict(x, verbose=0), task.predict(x, verbose=0))
+    assert_tree_close(loaded.predict(x, verbose=0), task.predict(x, verbose=0))
 
     plain = keras_gradnets.finalize(loaded.backbone)
     assert type(plain) is type(original)
     assert plain.get_config() == original.get_config()
     assert not _twins(plain)
-    _assert_close(plain(x), loaded.backbone(x))
+    assert_tree_close(plain(x), loaded.backbone(x))
 
 
 def test_finalize_refuses_a_backbone_mid_annealing():
@@ -195,21 +184,21 @@ def test_layers_with_sublayers_in_a_functional_model(tmp_path):
     ]
     assert wrapped == ["TransformerEncoder", "TimeDistributed"]
     _set_g(model, 1.0)
-    _assert_close(model(tokens), original(tokens))
+    assert_tree_close(model(tokens), original(tokens))
     _set_g(model, 0.0)
-    assert np.isfinite(_np(model(tokens))).all()
+    assert np.isfinite(tree_numpy(model(tokens))).all()
 
     _set_g(model, 1.0)
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    _assert_close(loaded(tokens), original(tokens))
+    assert_tree_close(loaded(tokens), original(tokens))
 
     plain = keras_gradnets.finalize(loaded)
     assert [type(x) for x in plain.layers] == [type(x) for x in original.layers]
     for new, old in zip(plain.layers[1:], original.layers[1:], strict=True):
         assert _config(new) == _config(old)
-    _assert_close(plain(tokens), original(tokens))
+    assert_tree_close(plain(tokens), original(tokens))
 
 
 def _config(layer):

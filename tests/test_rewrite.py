@@ -12,12 +12,10 @@ from keras import ops
 
 import keras_gradnets
 from keras_gradnets import layers
+from tests.helpers import assert_tree_close
+from tests.helpers import tree_numpy
 
 RNG = np.random.default_rng(0)
-
-
-def _np(x):
-    return keras.tree.map_structure(ops.convert_to_numpy, x)
 
 
 def _set_state(model, name, value):
@@ -26,14 +24,6 @@ def _set_state(model, name, value):
             layer, "state_ranges", {}
         ):
             getattr(layer, name).assign(value)
-
-
-def _assert_close(a, b, atol=1e-5):
-    keras.tree.map_structure(
-        lambda x, y: np.testing.assert_allclose(x, y, rtol=0, atol=atol),
-        _np(a),
-        _np(b),
-    )
 
 
 def _library_layers(model):
@@ -91,11 +81,11 @@ def test_every_kind_of_op_node_passes_through():
     # The gates (sigmoid, hard sigmoid) and the softmax output are kept.
     assert twins == {"dense_activation": "GReLU", "drop": "GradualDropout"}
     _set_state(gradual, "g", 0.0)
-    assert all(np.isfinite(v).all() for v in _np(gradual(x)).values())
+    assert all(np.isfinite(v).all() for v in tree_numpy(gradual(x)).values())
     _set_state(gradual, "g", 1.0)
-    _assert_close(gradual(x), expected)
+    assert_tree_close(gradual(x), expected)
     plain = keras_gradnets.finalize(gradual)
-    _assert_close(plain(x), expected)
+    assert_tree_close(plain(x), expected)
     assert not _library_layers(plain)
 
 
@@ -116,7 +106,7 @@ def test_masked_mollified_rnn_finalizes_to_plain_keras(bidirectional):
     model.compile("adam", "mse")
     model.fit(tokens, RNG.normal(size=(3, 2)), epochs=1, verbose=0)
     _set_state(model, "p", 0.0)
-    expected = _np(model(tokens))
+    expected = tree_numpy(model(tokens))
     plain = keras_gradnets.finalize(model)
     assert not _library_layers(plain)
     cells = [
@@ -128,7 +118,7 @@ def test_masked_mollified_rnn_finalizes_to_plain_keras(bidirectional):
     if bidirectional:
         wrapper = plain.get_layer("bidirectional")
         assert isinstance(wrapper, keras.layers.Bidirectional)
-    _assert_close(plain(tokens), expected)
+    assert_tree_close(plain(tokens), expected)
 
 
 def test_time_distributed_library_layers_finalize_inside_the_wrapper():
@@ -155,7 +145,7 @@ def test_time_distributed_library_layers_finalize_inside_the_wrapper():
         if isinstance(layer, keras.layers.TimeDistributed)
     ]
     assert wrapped == [("relu", "ReLU"), ("dense", "Dense")]
-    _assert_close(plain(x), model(x))
+    assert_tree_close(plain(x), model(x))
 
 
 # Models with op nodes and gates in their graphs, small enough for CI;
@@ -186,16 +176,16 @@ def _check_application(name):
             pytest.skip(str(error).split(".")[0])
         raise
     x = RNG.normal(size=(2, size, size, 3)).astype("float32")
-    expected = _np(model(x))
+    expected = tree_numpy(model(x))
     gradual = keras_gradnets.gradualize(model)
     assert _library_layers(gradual), f"{name}: nothing converted"
     _set_state(gradual, "g", 0.0)
-    assert np.isfinite(_np(gradual(x))).all(), name
+    assert np.isfinite(tree_numpy(gradual(x))).all(), name
     _set_state(gradual, "g", 1.0)
-    _assert_close(gradual(x), expected)
+    assert_tree_close(gradual(x), expected)
     plain = keras_gradnets.finalize(gradual)
     assert not _library_layers(plain)
-    _assert_close(plain(x), expected)
+    assert_tree_close(plain(x), expected)
     _assert_same_layers(model, plain, name)
 
 
@@ -274,20 +264,20 @@ def test_gradualize_reaches_inside_a_custom_block(capsys):
     assert "kept 1 possible gates inside layers: gate" in summary
 
     _set_state(model, "g", 1.0)
-    _assert_close(model(x), original(x))
+    assert_tree_close(model(x), original(x))
     # At g=0 the block's activation is linear and its dropout gone; the
     # sigmoid gate stays.
     _set_state(model, "g", 0.0)
     block = model.get_layer("block").layer
     linear = ops.matmul(x, block.dense.kernel) + block.dense.bias
     head = model.layers[-1]
-    _assert_close(
+    assert_tree_close(
         model(x, training=True), head(linear * block.gate(x)), atol=1e-5
     )
     _set_state(model, "g", 1.0)
     plain = keras_gradnets.finalize(model)
     assert type(plain.get_layer("block")) is Block
-    _assert_close(plain(x), original(x))
+    assert_tree_close(plain(x), original(x))
 
 
 @keras.saving.register_keras_serializable(package="tests")
