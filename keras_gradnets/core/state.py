@@ -38,13 +38,19 @@ class WatchedVariable(keras.Variable):
     owning layer runs. Backend tensors are not checked: that is how the
     trainers move state between steps (JAX's state sync), which must stay
     cheap; `finalize` and the schedulers check those values.
+
+    The variable also remembers the last value assigned from the host, as
+    a Python number (`host_value`; `None` once a backend tensor was
+    assigned), so that eager code can use it without reading the device
+    (see `eager_value`).
     """
 
-    def _watch(self, layer, state, low, high, on_assign=None):
+    def _watch(self, layer, state, low, high, value, on_assign=None):
         self._owner = weakref.ref(layer)
         self._state = state
         self._range = (low, high)
         self._on_assign = on_assign
+        self.host_value = value
 
     def assign(self, value):
         layer = self._owner()
@@ -52,6 +58,7 @@ class WatchedVariable(keras.Variable):
         if host and layer is not None:
             check_state_value(layer, self._state, value, *self._range)
         result = super().assign(value)
+        self.host_value = np.asarray(value).item() if host else None
         if self._on_assign is not None and layer is not None:
             self._on_assign(layer, self)
         return result
@@ -99,8 +106,35 @@ def add_watched_variable(
         autocast=False,
         name=name,
     )
-    variable._watch(layer, name, low, high, on_assign)
+    variable._watch(layer, name, low, high, value, on_assign)
     return variable
+
+
+def eager_value(value):
+    """The value of a state variable as a Python number, where it is free.
+
+    Torch runs layers eagerly: a kernel that takes a Python number (torch's
+    fused `leaky_relu` or `dropout`, a Python branch) is faster there than
+    the tensor formula a compiled step needs, but reading the variable to
+    the host would synchronize with the device at every call. This returns
+    the value the `WatchedVariable` last received from the host, which
+    costs nothing.
+
+    Returns:
+        A Python number on torch outside `torch.compile`, when `value` is a
+        `WatchedVariable` last assigned from the host; `None` otherwise
+        (TensorFlow and JAX traces, `jit_compile=True` on torch, a backend
+        tensor): then use the tensor formula.
+    """
+    if keras.backend.backend() != "torch" or not isinstance(
+        value, WatchedVariable
+    ):
+        return None
+    import torch
+
+    if torch.compiler.is_compiling():
+        return None
+    return value.host_value
 
 
 def add_scalar_weight(layer, name, value, dtype="float32"):

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.noise import noise_shape_for
+from keras_gradnets.core.state import eager_value
 from keras_gradnets.gradnets.gradual_layer import GradualLayer
 
 
@@ -57,13 +58,13 @@ class GradualDropout(GradualLayer):
     def call(self, inputs, training=False):
         if not training or self.rate == 0:
             return inputs
-        if keras.backend.backend() == "torch":
+        g = eager_value(self.g)
+        if g is not None:
             # Torch runs layers eagerly: with a float rate, Keras's dropout
             # takes torch's fused kernel, as `keras.layers.Dropout` does.
-            rate = float(ops.convert_to_numpy(self.g)) * self.rate
             return keras.random.dropout(
                 inputs,
-                rate,
+                g * self.rate,
                 noise_shape=self.noise_shape,
                 seed=self.seed_generator,
             )

@@ -4,23 +4,24 @@ import keras
 from keras import ops
 
 from keras_gradnets.core.checks import check_number
+from keras_gradnets.core.state import eager_value
 from keras_gradnets.gradnets.gradual_layer import GradualLayer
 
 
-def _leaky(x, slope):
+def _leaky(x, slope, eager_slope):
     """Leaky ReLU with a variable negative `slope` (any slope <= 1).
 
-    Measured by `benchmarks/overhead.py`: torch runs layers eagerly, so the
-    slope is read as a Python float and the fused `leaky_relu` kernel runs
-    (about 1.01x a `LeakyReLU`; a tensor-slope formula costs 1.13x-1.38x).
-    On TensorFlow and JAX, whose compiled steps need a tensor slope,
-    `relu(x) * (1 - slope) + slope * x` was the fastest of the forms tried
-    (max, where, custom gradients) and is exact at slope 0 and 1.
+    Measured by `benchmarks/overhead.py`: torch runs layers eagerly, where
+    the slope is known as a Python float (`eager_slope`, from
+    `keras_gradnets.core.state.eager_value`) and the fused `leaky_relu`
+    kernel runs (about 1.01x a `LeakyReLU`; a tensor-slope formula costs
+    1.13x-1.38x). Compiled steps (TensorFlow, JAX, torch's `jit_compile`)
+    need a tensor slope: `relu(x) * (1 - slope) + slope * x` was the
+    fastest of the forms tried (max, where, custom gradients) and is exact
+    at slope 0 and 1.
     """
-    if keras.backend.backend() == "torch":
-        return ops.leaky_relu(
-            x, negative_slope=float(ops.convert_to_numpy(slope))
-        )
+    if eager_slope is not None:
+        return ops.leaky_relu(x, negative_slope=eager_slope)
     slope = ops.cast(slope, x.dtype)
     return ops.relu(x) * (1 - slope) + slope * x
 
@@ -85,11 +86,16 @@ class GReLU(GradualLayer):
     def negative_slope(self):
         """The current slope of the negative part, `1 - g * (1 - a)` for a
         ReLU of negative slope `a` (`1 - g` for the plain ReLU)."""
-        return 1 - self.g * (1 - self.relu_negative_slope)
+        return self._slope(self.g)
+
+    def _slope(self, g):
+        return 1 - g * (1 - self.relu_negative_slope)
 
     def call(self, inputs):
         if self._leaky_form():
-            return _leaky(inputs, self.negative_slope())
+            g = eager_value(self.g)
+            eager_slope = None if g is None else self._slope(g)
+            return _leaky(inputs, self._slope(self.g), eager_slope)
         relu = keras.activations.relu(
             inputs,
             negative_slope=self.relu_negative_slope,
@@ -152,7 +158,10 @@ class InverseGReLU(GReLU):
 
     def negative_slope(self):
         """The current slope of the negative part, `-(1 - g)`."""
-        return self.g - 1
+        return self._slope(self.g)
+
+    def _slope(self, g):
+        return g - 1
 
     def get_config(self):
         return GradualLayer.get_config(self)

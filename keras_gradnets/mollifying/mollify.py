@@ -28,6 +28,7 @@ import keras
 from keras import ops
 
 from keras_gradnets.core.checks import check_choice
+from keras_gradnets.core.state import eager_value
 
 # activation name -> (f(0), f'(0)): the linear approximation u at 0.
 LINEARIZATIONS = {
@@ -76,7 +77,8 @@ def mollified_activation(
     Args:
         x: Pre-activation tensor.
         skip: The previous layer's units, same shape as `x`.
-        p: Scalar tensor in [0, 1], skip probability and noise scale.
+        p: Scalar in [0, 1] (the layer's state variable, or a tensor),
+            the skip probability and noise scale.
         a: Per-unit tensor, the learned saturation sensitivity.
         activation: A name in `LINEARIZATIONS`.
         c: Python float, the noise constant.
@@ -84,6 +86,7 @@ def mollified_activation(
         stochastic: Python bool: sample the noise and the skip decisions
             (training), or use their expectations (inference).
     """
+    eager_p = eager_value(p)
     p = ops.cast(p, x.dtype)
     if stochastic:
         f, delta, sigma = _saturation(x, a, activation)
@@ -108,8 +111,10 @@ def mollified_activation(
         return keras.activations.get(activation)(x)
 
     # After annealing (p=0), inference costs what the activation costs.
-    if keras.backend.backend() == "torch":  # eager: a Python branch
-        if float(ops.convert_to_numpy(p)) == 0:
-            return original()
-        return expectation()
-    return ops.cond(p == 0, original, expectation)
+    # Torch branches in Python where `p` is known there; in a torch graph
+    # the expectation, exact at p=0, avoids a data-dependent branch.
+    if keras.backend.backend() != "torch":
+        return ops.cond(p == 0, original, expectation)
+    if eager_p is not None and eager_p == 0:
+        return original()
+    return expectation()
