@@ -43,14 +43,14 @@ def _assert_steps_use_reported_capacity(model, x):
 # 2. Growing by hand between two fits ---------------------------------------
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="torch runs eagerly: no trace")
-def test_growing_a_model_that_ran_unlinked_is_an_error_that_says_what_to_do():
+def test_growing_a_model_that_ran_unlinked_takes_effect_in_the_next_steps():
     x, y = _data()
     model = _mlp()
     model.fit(x, y, epochs=1, verbose=0)
-    with pytest.raises(ValueError, match="link_dynamic_layers"):
-        model.layers[0].grow()
-    assert _capacity(model)[0] == (2, 0)
+    model.layers[0].grow()
+    assert _capacity(model)[0] == (4, 2)
+    model.fit(x, y, epochs=1, verbose=0)
+    _assert_steps_use_reported_capacity(model, x)
 
 
 def test_growing_by_hand_between_fits_takes_effect_in_the_next_steps():
@@ -90,10 +90,7 @@ def test_load_weights_at_another_capacity_is_used_by_the_next_steps(tmp_path):
     _assert_steps_use_reported_capacity(model, x)
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="torch runs eagerly: no trace")
-def test_loading_another_capacity_into_an_unlinked_model_is_an_error(
-    tmp_path,
-):
+def test_another_capacity_loads_into_a_model_that_ran_unlinked(tmp_path):
     x, y = _data()
     grown = _mlp()
     for layer in grown.layers[:2]:
@@ -102,8 +99,108 @@ def test_loading_another_capacity_into_an_unlinked_model_is_an_error(
     grown.save_weights(path)
     model = _mlp()
     model.predict(x, verbose=0)
-    with pytest.raises(ValueError, match="link_dynamic_layers"):
+    model.load_weights(path)
+    assert _capacity(model) == [(4, 2), (4, 2)]
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), grown.predict(x, verbose=0), atol=1e-5
+    )
+    _assert_steps_use_reported_capacity(model, x)
+
+
+def test_model_set_weights_at_another_capacity_into_a_model_that_ran():
+    x, y = _data()
+    grown = _mlp()
+    for layer in grown.layers[:2]:
+        layer.grow()
+    model = _mlp()
+    model.predict(x, verbose=0)
+    model.set_weights(grown.get_weights())
+    assert _capacity(model) == [(4, 2), (4, 2)]
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), grown.predict(x, verbose=0), atol=1e-5
+    )
+    _assert_steps_use_reported_capacity(model, x)
+
+
+# Refusals leave everything as it was ---------------------------------------
+
+VARS_OF_FIRST = "layers/dynamic_dense/vars"
+
+
+def test_assigning_a_capacity_that_is_no_chunk_boundary_is_refused():
+    x, y = _data()
+    model = _mlp()
+    model.fit(x, y, epochs=1, verbose=0)
+    layer = model.layers[0]
+    before = _everything(model, x)
+    variable = next(v for v in layer.weights if v.name == "active_units")
+    with pytest.raises(ValueError, match="active_units.*chunk boundary"):
+        variable.assign(np.int32(3))
+    _assert_unchanged(before, _everything(model, x))
+
+
+def _everything(model, x):
+    return (
+        [np.array(w) for w in model.get_weights()],
+        _capacity(model),
+        model.predict(x, verbose=0),
+    )
+
+
+def _assert_unchanged(before, after):
+    weights, capacity, predictions = before
+    assert after[1] == capacity
+    for old, new in zip(weights, after[0], strict=True):
+        np.testing.assert_array_equal(old, new)
+    np.testing.assert_array_equal(after[2], predictions)
+
+
+def _layer_weights_with(layer, name, value):
+    """`layer.get_weights()` with the capacity variable `name` replaced."""
+    weights = layer.get_weights()
+    index = [v.name for v in layer.weights].index(name)
+    weights[index] = np.asarray(value, weights[index].dtype)
+    return weights
+
+
+@pytest.mark.parametrize(
+    "active, frozen", [(3, 0), (2, 4), (10, 0), (0, 0), (4, -2)]
+)
+def test_a_refused_capacity_leaves_everything_as_it_was(
+    tmp_path, active, frozen
+):
+    x, y = _data()
+    model = _mlp()
+    model.fit(x, y, epochs=1, verbose=0)
+    layer = model.layers[0]
+    weights = layer.get_weights()
+    weights = _layer_weights_with(layer, "active_units", active)
+    names = [v.name for v in layer.weights]
+    weights[names.index("frozen_units")] = np.asarray(frozen, "int32")
+    # Every kernel differs, so a partial write would show.
+    weights = [w if w.dtype.kind == "i" else w + 1.0 for w in weights]
+    before = _everything(model, x)
+    with pytest.raises(ValueError, match="units"):
+        layer.set_weights(weights)
+    _assert_unchanged(before, _everything(model, x))
+    with pytest.raises(ValueError, match="units"):
+        layer.set_capacity(active, frozen)
+    _assert_unchanged(before, _everything(model, x))
+    # A saved file with a bad capacity in a layer: its store is refused
+    # before any of its variables is written.
+    path = os.path.join(tmp_path, "bad.weights.h5")
+    model.save_weights(path)
+    with __import__("h5py").File(path, "r+") as f:
+        group = f[VARS_OF_FIRST]
+        group[str(names.index("active_units"))][()] = active
+        group[str(names.index("frozen_units"))][()] = frozen
+        for i, w in enumerate(weights):
+            if w.dtype.kind != "i":
+                group[str(i)][...] = w
+    before = _everything(model, x)
+    with pytest.raises(ValueError, match="units"):
         model.load_weights(path)
+    _assert_unchanged(before, _everything(model, x))
 
 
 # 4. model.set_weights and EarlyStopping(restore_best_weights) ---------------

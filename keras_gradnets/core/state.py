@@ -45,23 +45,63 @@ class WatchedVariable(keras.Variable):
     (see `eager_value`).
     """
 
-    def _watch(self, layer, state, low, high, value, on_assign=None):
+    def _watch(self, layer, state, low, high, value, on_assign, check):
         self._owner = weakref.ref(layer)
         self._state = state
         self._range = (low, high)
         self._on_assign = on_assign
+        self._check = check
         self.host_value = value
 
-    def assign(self, value):
+    def check(self, value):
+        """Raises the `ValueError` an assignment of `value` would raise.
+
+        Layers check every value of a `set_weights` or a load with it
+        before they write any, so that a refusal leaves them as they were.
+        """
         layer = self._owner()
-        host = isinstance(value, (numbers.Number, np.ndarray, np.generic))
-        if host and layer is not None:
+        if layer is None:
+            return
+        if self._check is not None:
+            self._check(layer, self._state, value)
+        else:
             check_state_value(layer, self._state, value, *self._range)
+
+    def assign(self, value):
+        host = isinstance(value, (numbers.Number, np.ndarray, np.generic))
+        if host:
+            self.check(value)
         result = super().assign(value)
         self.host_value = np.asarray(value).item() if host else None
+        layer = self._owner()
         if self._on_assign is not None and layer is not None:
             self._on_assign(layer, self)
         return result
+
+
+def assign_checked(layer, variables, values):
+    """Assigns `values` to `variables` once all of them are checked.
+
+    Checks the count, the shapes and, for each `WatchedVariable`, the value
+    (its range or its own check) before writing any: a `ValueError` leaves
+    every variable as it was.
+    """
+    if len(variables) != len(values):
+        raise ValueError(
+            f"Layer '{layer.name}' expected {len(variables)} weights. "
+            f"Received: {len(values)} weights"
+        )
+    for variable, value in zip(variables, values, strict=True):
+        if tuple(variable.shape) != tuple(np.shape(value)):
+            raise ValueError(
+                f"Layer '{layer.name}' weight `{variable.name}` has shape "
+                f"{tuple(variable.shape)}. Received: a value of shape "
+                f"{tuple(np.shape(value))}"
+            )
+        if isinstance(variable, WatchedVariable):
+            variable.check(np.asarray(value))
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
 
 
 def check_state_value(layer, state, value, low, high):
@@ -90,13 +130,24 @@ def check_state_value(layer, state, value, low, high):
 
 
 def add_watched_variable(
-    layer, name, value, dtype, low=None, high=None, on_assign=None
+    layer,
+    name,
+    value,
+    dtype,
+    low=None,
+    high=None,
+    on_assign=None,
+    check=None,
 ):
     """Returns a non-trainable scalar `WatchedVariable` owned by `layer`.
 
     It is never autocast, so mixed precision policies keep its `dtype`.
     Set it as an attribute of `layer`, which then tracks it as one of its
     non-trainable weights (in the order such attributes are set).
+
+    Values assigned from the host are checked by `check(layer, name,
+    value)` if given, else against `[low, high]`; then `on_assign(layer,
+    variable)` runs.
     """
     variable = WatchedVariable(
         initializer=keras.initializers.Constant(value),
@@ -106,7 +157,7 @@ def add_watched_variable(
         autocast=False,
         name=name,
     )
-    variable._watch(layer, name, low, high, value, on_assign)
+    variable._watch(layer, name, low, high, value, on_assign, check)
     return variable
 
 
@@ -202,18 +253,18 @@ class StatefulLayer(keras.layers.Layer):
         for i, state in enumerate(self._seed_states()):
             store[f"seed_{i}"] = state
 
+    def set_weights(self, weights):
+        assign_checked(self, self.weights, weights)
+
     def load_own_variables(self, store):
-        seeds = self._seed_states()
-        for i, state in enumerate(seeds):
+        variables = self._trainable_variables + self._non_trainable_variables
+        keys = [key for key in store.keys() if not key.startswith("seed_")]
+        assign_checked(
+            self, variables, [store[str(i)] for i in range(len(keys))]
+        )
+        for i, state in enumerate(self._seed_states()):
             if f"seed_{i}" in store:
                 state.assign(store[f"seed_{i}"])
-        super().load_own_variables(
-            {
-                key: store[key]
-                for key in store.keys()
-                if not key.startswith("seed_")
-            }
-        )
 
     def add_state(self, name, value):
         """Creates the declared state `name` with initial `value`.

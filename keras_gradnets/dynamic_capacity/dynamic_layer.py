@@ -11,7 +11,8 @@ from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.config import serialized
 from keras_gradnets.core.finalize import built_with_weights
 from keras_gradnets.core.state import add_watched_variable
-from keras_gradnets.dynamic_capacity import linking
+from keras_gradnets.core.state import assign_checked
+from keras_gradnets.dynamic_capacity import links
 
 GROWTH_INITS = ("random", "function_preserving")
 
@@ -48,17 +49,55 @@ def _capacity_assigned(layer, variable):
     Runs after every host assignment of `active_units` or `frozen_units`:
     `set_capacity`, `set_weights` (of the layer or of the whole model, as
     `EarlyStopping(restore_best_weights=True)` does), `load_weights`,
-    `.keras` loading, `BackupAndRestore` and JAX's state sync.
+    `.keras` loading, `BackupAndRestore` and JAX's state sync. The compiled
+    functions that traced the old capacity are made again at their next
+    call (`keras_gradnets.dynamic_capacity.links`).
     """
     layer._pristine = False
-    value = int(np.asarray(ops.convert_to_numpy(variable)))
+    value = variable.host_value
+    if value is None:
+        value = int(np.asarray(ops.convert_to_numpy(variable)))
     index = 0 if variable is layer._active_variable else 1
-    if layer._capacity_cache[index] == value:
-        return
     cache = list(layer._capacity_cache)
-    cache[index] = value
+    cache[index] = int(value)
     layer._capacity_cache = tuple(cache)
-    linking.capacity_changed(layer)
+
+
+def _check_capacity_variable(layer, state, value):
+    """Checks one capacity variable's value: a chunk boundary."""
+    accepted = layer.bounds[1:] if state == "active_units" else layer.bounds
+    try:
+        number = int(np.asarray(value))
+    except (TypeError, ValueError):
+        number = None
+    if number not in accepted or np.asarray(value).ndim:
+        raise ValueError(
+            f"Invalid value for the variable `{state}` of layer "
+            f"'{layer.name}'. Expected a chunk boundary in {accepted} (the "
+            f"layer has {layer.units} units in {layer.chunks} chunks). "
+            f"Received: {state}={value!r}"
+        )
+
+
+def _set_rows(kernel, start, stop, rows=None):
+    """Writes `rows` (zeros if None) into input rows `start:stop`."""
+    if rows is None:
+        rows = ops.zeros_like(kernel[..., start:stop, :])
+    corner = (0,) * (len(kernel.shape) - 2) + (start, 0)
+    kernel.assign(ops.slice_update(kernel.value, corner, rows))
+
+
+def _initialize_plain_reader(reader, start, stop, random):
+    """Sets the rows of a plain layer's kernel that read units
+    `start:stop`: initializer draws at fan-in `stop` or zeros."""
+    kernel = reader.kernel
+    rows = None
+    if random:
+        shape = tuple(kernel.shape[:-2]) + (stop, kernel.shape[-1])
+        rows = reader.kernel_initializer(shape, dtype=kernel.dtype)[
+            ..., start:stop, :
+        ]
+    _set_rows(kernel, start, stop, rows)
 
 
 class DynamicLayer(keras.layers.Layer):
@@ -74,10 +113,12 @@ class DynamicLayer(keras.layers.Layer):
     `frozen_units`, saved with the weights: whatever sets them (`grow`,
     `set_capacity`, `set_weights` of the layer or of the model,
     `load_weights`, `.keras` loading, `BackupAndRestore`) sets the capacity
-    the layer reports and the next step uses. The layer holds no reference
-    to the models it belongs to: `keras_gradnets.layers.link_dynamic_layers`
-    records them, and re-creates their compiled functions after a capacity
-    change (see `keras_gradnets.dynamic_capacity.linking`).
+    the layer reports and the next step uses: a compiled function that
+    traced another capacity is made again at its next call. The layer holds
+    no reference to models or other layers: `link_dynamic_layers` records
+    which layers read it (`keras_gradnets.dynamic_capacity.links`).
+    `set_weights` and loading check every value, the capacity they give
+    included, before they write any.
 
     Each chunk has its own kernel and bias variables, so that the optimizer
     only works on the chunks being trained: frozen and inactive chunks have
@@ -126,7 +167,6 @@ class DynamicLayer(keras.layers.Layer):
         # Python code that needs ints (static slices at trace time).
         self._capacity_cache = self._check_capacity(active, frozen)
         self._pristine = True
-        self._traced = False
         self.growth_state = None
 
     # Capacity ----------------------------------------------------------
@@ -179,13 +219,12 @@ class DynamicLayer(keras.layers.Layer):
         units that become inactive output zeros again (their weights are
         kept). Both counts must be chunk boundaries (`layer.bounds`).
 
-        The next train, test or predict step of a linked model uses the new
-        capacity (`link_dynamic_layers`, which `CapacityGrowth` calls). On
-        TensorFlow and JAX, changing the capacity of a layer that a model
-        has already run, without linking that model, raises a `ValueError`
-        that says to link it: its compiled functions would keep the old
-        capacity. Inside `fit`, call it from a callback after reading
-        `self.model` (on JAX that syncs the training state).
+        The next train, test or predict step of every model that ran the
+        layer uses the new capacity. The weights that read the new units
+        are initialized once the model is linked (`link_dynamic_layers`,
+        which `CapacityGrowth` calls). Inside `fit`, call it from a
+        callback after reading `self.model` (on JAX that syncs the training
+        state).
 
         Args:
             active_units: Number of units to use, a chunk boundary.
@@ -201,7 +240,14 @@ class DynamicLayer(keras.layers.Layer):
         if not self.built:
             self._capacity_cache = capacity
             return
-        linking.change_capacity(self, *capacity)
+        old_active = self.active_units
+        active, frozen = capacity
+        self._active_variable.assign(np.int32(active))
+        self._frozen_variable.assign(np.int32(frozen))
+        if active > old_active:
+            self.initialize_units(old_active, active)
+            for consumer in links.consumers_of(self):
+                self._initialize_reader(consumer, old_active, active)
 
     def grow(self, num_chunks=1, freeze=True):
         """Activates the next `num_chunks` chunks.
@@ -264,6 +310,7 @@ class DynamicLayer(keras.layers.Layer):
             1,
             self.units,
             _capacity_assigned,
+            _check_capacity_variable,
         )
         self._frozen_variable = add_watched_variable(
             self,
@@ -273,6 +320,7 @@ class DynamicLayer(keras.layers.Layer):
             0,
             self.units,
             _capacity_assigned,
+            _check_capacity_variable,
         )
 
     def _chunk_initializer(self, i, kernel):
@@ -313,22 +361,29 @@ class DynamicLayer(keras.layers.Layer):
         if self.growth_state is not None:
             store["growth_state"] = np.asarray(self.growth_state, "float64")
 
-    def load_own_variables(self, store):
+    def _assign_all(self, values):
+        """Assigns every variable once all values and the capacity they
+        give are checked: a refusal leaves the layer as it was."""
         variables = self.trainable_variables + self.non_trainable_variables
-        self.growth_state = (
+        if len(values) == len(variables):
+            index = [id(v) for v in variables].index(id(self._active_variable))
+            self._check_capacity(
+                *(int(np.asarray(v)) for v in values[index : index + 2])
+            )
+        assign_checked(self, variables, values)
+
+    def set_weights(self, weights):
+        self._assign_all(list(weights))
+
+    def load_own_variables(self, store):
+        growth_state = (
             tuple(store["growth_state"].tolist())
             if "growth_state" in store
             else None
         )
-        if len(store.keys()) - (self.growth_state is not None) != len(
-            variables
-        ):
-            raise ValueError(
-                f"Layer '{self.name}' expected {len(variables)} variables, "
-                f"but received {len(store.keys())} variables during loading."
-            )
-        for i, variable in enumerate(variables):
-            variable.assign(store[f"{i}"])
+        count = len(store.keys()) - (growth_state is not None)
+        self._assign_all([store[f"{i}"] for i in range(count)])
+        self.growth_state = growth_state
 
     # Initialization ------------------------------------------------------
 
@@ -339,7 +394,7 @@ class DynamicLayer(keras.layers.Layer):
         The source is the dynamic layer whose output this layer reads, once
         `link_dynamic_layers` found it; otherwise every input is used.
         """
-        source = linking.source_of(self)
+        source = links.source_of(self)
         return self.input_dim if source is None else source.active_units
 
     def initialize_units(self, start, stop):
@@ -360,6 +415,57 @@ class DynamicLayer(keras.layers.Layer):
             self.kernels[i].assign(self._pad_rows(block, self.input_dim))
             if self.use_bias:
                 self.biases[i].assign(bias[lo:hi])
+
+    def initialize_inputs(self, start, stop):
+        """Sets the weights that read input units `start:stop`.
+
+        Frozen chunks get zeros, so that frozen units keep computing what
+        they learned. Trainable chunks get zeros for
+        `growth_init="function_preserving"` and draws of the initializer at
+        the new active fan-in otherwise.
+        """
+        random = self.growth_init == "random"
+        if random:
+            full = self.kernel_initializer(
+                self._kernel_shape(stop, self.active_units),
+                dtype=self.variable_dtype,
+            )
+        for i in range(self.chunks):
+            rows = None
+            if random and self.frozen_chunks <= i < self.active_chunks:
+                lo, hi = self.bounds[i], self.bounds[i + 1]
+                rows = full[..., start:stop, :][..., lo:hi]
+            _set_rows(self.kernels[i], start, stop, rows)
+
+    def _initialize_reader(self, reader, start, stop, random=None):
+        """Sets the weights with which `reader` reads units `start:stop`."""
+        if isinstance(reader, DynamicLayer):
+            reader.initialize_inputs(start, stop)
+            return
+        if random is None:
+            random = self.growth_init == "random"
+        _initialize_plain_reader(reader, start, stop, random)
+
+    def linked(self):
+        """Prepares the layer once `link_dynamic_layers` linked it.
+
+        At build time a layer cannot know that its input comes from a
+        dynamic layer, so it draws its weights with the full input size as
+        fan-in. An untrained layer (never called in training mode, grown
+        or given weights) draws them again at the linked active sizes, and
+        so do the rows of its plain consumers that read its active units.
+        Every chunk is then unmarked, so that the optimizer built next
+        makes slots for all of them.
+        """
+        if self.built and self._pristine:
+            self.initialize_units(0, self.active_units)
+            for consumer in links.consumers_of(self):
+                if not isinstance(consumer, DynamicLayer):
+                    self._initialize_reader(
+                        consumer, 0, self.active_units, True
+                    )
+            self._pristine = False
+        self._hold_chunks(False)
 
     def _pad_rows(self, block, rows):
         missing = rows - block.shape[-2]
@@ -383,11 +489,9 @@ class DynamicLayer(keras.layers.Layer):
     def call(self, inputs, training=None):
         active_units, frozen_units = self._check_capacity(*self._capacity_cache)
         # On TensorFlow and JAX this call may be a trace that a compiled
-        # function keeps: capacity changes must then re-create it.
-        self._traced = keras.backend.backend() != "torch"
-        hold = (
-            bool(training) and self.trainable and linking.optimizer_ready(self)
-        )
+        # function keeps: it is made again once the capacity changes.
+        links.note_trace(self)
+        hold = bool(training) and self.trainable and links.optimizer_ready(self)
         if training:
             self._pristine = False
             if not hold and self.trainable and frozen_units:

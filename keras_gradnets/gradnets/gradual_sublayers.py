@@ -218,7 +218,5 @@ class GradualSublayers(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(
-            config["layer"]
-        )
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
         return cls(**config)

@@ -1,0 +1,167 @@
+"""What dynamic layers know of the models around them.
+
+A dynamic layer keeps no reference to a model or to another layer. This
+module keeps, weakly:
+
+* for each linked dynamic layer (`link_dynamic_layers`), the models it was
+  linked in, the dynamic layer it reads (its source) and the layers that
+  read it through a kernel (its consumers);
+* for each model whose compiled functions traced dynamic layers, those
+  layers and the capacity each function traced.
+
+TensorFlow and JAX trace a layer's capacity into a compiled function as
+static slices. A function traced at one capacity is made again at its next
+call once a capacity differs (`note_trace`), whatever changed it: `grow`,
+`set_capacity`, `set_weights`, `load_weights`, `EarlyStopping` restoring
+its best weights or `BackupAndRestore`. Nothing is made again where the
+capacity changes: the variables only say what the capacity is.
+"""
+
+import sys
+import weakref
+
+import keras
+
+KINDS = ("train", "test", "predict")
+
+
+class _Links:
+    def __init__(self):
+        self.models = []
+        self.source = None
+        self.consumers = []
+
+
+_LINKS = weakref.WeakKeyDictionary()
+
+
+def _alive(refs):
+    return [x for x in (ref() for ref in refs) if x is not None]
+
+
+def source_of(layer):
+    """The dynamic layer whose units `layer` reads, if linked."""
+    links = _LINKS.get(layer)
+    source = None if links is None else links.source
+    return None if source is None else source()
+
+
+def consumers_of(layer):
+    """The linked layers that read `layer`'s units through a kernel."""
+    links = _LINKS.get(layer)
+    return [] if links is None else _alive(links.consumers)
+
+
+def models_of(layer):
+    """The models `layer` was linked in, that still exist."""
+    links = _LINKS.get(layer)
+    return [] if links is None else _alive(links.models)
+
+
+def record(producer, model, consumers, dynamic_consumers):
+    """Records that `producer` is linked in `model`, read by `consumers`,
+    and the source of the dynamic layers among them."""
+    links = _LINKS.setdefault(producer, _Links())
+    if model not in models_of(producer):
+        links.models.append(weakref.ref(model))
+    links.consumers = [weakref.ref(c) for c in consumers]
+    for consumer in dynamic_consumers:
+        _LINKS.setdefault(consumer, _Links()).source = weakref.ref(producer)
+
+
+def optimizer_ready(layer):
+    """Whether a model of `layer` has a built optimizer (slots for all)."""
+    return any(
+        getattr(model, "optimizer", None) is not None and model.optimizer.built
+        for model in models_of(layer)
+    )
+
+
+def remake_functions(model):
+    """Re-creates the compiled functions `model` already made.
+
+    `fit`, `evaluate` and `predict` look the functions up at every step, so
+    the next step traces the layers as they are now.
+    """
+    for kind in KINDS:
+        if getattr(model, f"{kind}_function", None) is not None:
+            getattr(model, f"make_{kind}_function")(force=True)
+
+
+def _capacity(layer):
+    return layer.active_units, layer.frozen_units
+
+
+class _CapacityGuard:
+    """A model's compiled function, made again once a traced capacity
+    changed.
+
+    Before each call it compares the capacities of the dynamic layers the
+    function traced with their capacities now: Python integers the layers
+    keep, so the check reads nothing from the device.
+    """
+
+    def __init__(self, model, kind, function):
+        self.model = weakref.ref(model)
+        self.kind = kind
+        self.function = function
+        self.traced = weakref.WeakKeyDictionary()
+
+    def stale(self):
+        return any(
+            _capacity(layer) != capacity
+            for layer, capacity in self.traced.items()
+        )
+
+    def __call__(self, *args, **kwargs):
+        if self.stale():
+            # JAX reuses the trace of a step method while a function that
+            # traced it lives: let the stale one go before making anew.
+            self.function = None
+            model = self.model()
+            getattr(model, f"make_{self.kind}_function")(force=True)
+            return getattr(model, f"{self.kind}_function")(*args, **kwargs)
+        return self.function(*args, **kwargs)
+
+
+def _running_step():
+    """The model whose `train_step`, `test_step` or `predict_step` is on
+    the call stack, and the kind of that step; `(None, None)` if none.
+
+    Keras's compiled functions trace the step methods, so the innermost
+    such frame names the function a layer is traced into, on every
+    backend (JAX's steps call the model through `stateless_call`, which
+    leaves no other trace of it).
+    """
+    frame = sys._getframe(2)
+    while frame is not None:
+        kind = frame.f_code.co_name.removesuffix("_step")
+        if kind in KINDS and kind != frame.f_code.co_name:
+            model = frame.f_locals.get("self")
+            if isinstance(model, keras.Model):
+                return model, kind
+        frame = frame.f_back
+    return None, None
+
+
+def note_trace(layer):
+    """Guards the compiled function `layer` is being traced into.
+
+    A dynamic layer's `call` runs this. Inside the step a compiled train,
+    test or predict function of a model runs, that function is wrapped so
+    that its next call after a change of `layer`'s capacity makes it
+    again. Torch needs none of it: it runs layers eagerly, and
+    `torch.compile` guards the Python integers it traced.
+    """
+    if keras.backend.backend() == "torch":
+        return
+    model, kind = _running_step()
+    if model is None:
+        return
+    function = getattr(model, f"{kind}_function", None)
+    if function is None:
+        return
+    if not isinstance(function, _CapacityGuard):
+        function = _CapacityGuard(model, kind, function)
+        setattr(model, f"{kind}_function", function)
+    function.traced.setdefault(layer, _capacity(layer))
