@@ -174,7 +174,10 @@ def _plain_rnn(layer):
 def finalize(model):
     """Returns a plain Keras model equal to `model` at the end of annealing.
 
-    Every gradual layer is replaced by the component its state has reached:
+    Every gradual layer is replaced by the component its state has reached,
+    and a layer that computes the identity there leaves the model (one rule
+    for every layer: `GReLU`, `GradualDropout`, `GradualActivation` and
+    `GradualConv*` at `g=0`, `GradualBatchNormalization` at `g=1`):
     `GReLU` at `g=1` by a `ReLU`, `GradualDropout` by a `Dropout`,
     `GradualBatchNormalization` at `g=1` by nothing, `GradualConv2D` by its
     `Conv2D`, `GradNet` by `late` (and by `early` at `g=0`), a

@@ -135,7 +135,7 @@ def test_different_shapes_are_an_error_that_suggests_resize():
     [
         (dict(dropin_length=0), "`dropin_length`"),
         (dict(dropin_length=-5), "`dropin_length`"),
-        (dict(dropin_length=10, start=-1), "`start`"),
+        (dict(dropin_length=10, start_step=-1), "`start_step`"),
     ],
 )
 def test_bad_scheduler_arguments_raise(kwargs, match):
@@ -223,7 +223,7 @@ def test_compiled_step_uses_g_of_the_step(jit_compile):
         epochs=3,
         shuffle=False,
         verbose=0,
-        callbacks=[DropInScheduler(dropin_length=6, start=1), recorder],
+        callbacks=[DropInScheduler(dropin_length=6, start_step=1), recorder],
     )
     expected = [min(max((t - 1) / 6, 0), 1) for t in range(9)]
     for share, g in zip(recorder.values, expected, strict=True):
@@ -253,7 +253,7 @@ def test_scheduler_drives_gradual_dropin_only():
     regular = layers.DropIn("regularizing", rate=0.5)([inputs, inputs])
     model = keras.Model(inputs, regular)
     model.compile("sgd", "mse")
-    with pytest.raises(ValueError, match="found no DropIn"):
+    with pytest.raises(ValueError, match="found no gradual DropIn"):
         model.fit(
             np.ones((4, 3)),
             np.ones((4, 3)),

@@ -108,8 +108,6 @@ def test_sequential_end_point_structure():
         "Conv2D",
         "BatchNormalization",
         "AveragePooling2D",
-        "Identity",
-        "Identity",
         "AveragePooling2D",
         "Flatten",
         "Dense",

@@ -249,7 +249,7 @@ def test_compiled_step_uses_p_of_the_update(jit_compile):
     np.testing.assert_allclose(recorder.values, expected, atol=1e-6)
     # One mollified layer: the log rule's one key, `p`.
     assert history.history["p"] == pytest.approx([0.7, 0.3], abs=1e-6)
-    assert history.history["expected_depth"] == pytest.approx(
+    assert history.history["mollified_depth"] == pytest.approx(
         [0.7, 0.3], abs=1e-6
     )
 
@@ -269,7 +269,7 @@ def test_per_layer_exponential_schedule_and_stop_depth():
         callbacks=[scheduler],
     )
     # The product of the layers' p is what the probe sees; check the logs.
-    depth = history.history["expected_depth"]
+    depth = history.history["mollified_depth"]
     assert scheduler.stopped
     p = [numpy(layer.p) for layer in model.layers]
     assert p[0] < p[1] < p[2]
@@ -379,7 +379,7 @@ def test_scheduler_without_mollified_layers_is_an_error():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     with pytest.raises(
-        ValueError, match="found no MollifiedLayer.*MollifiedDense"
+        ValueError, match="found no mollified .*MollifiedDense"
     ):
         model.fit(
             np.ones((2, 2)),
@@ -479,7 +479,7 @@ def test_cells_train_save_and_finalize(cell_cls, tmp_path):
         callbacks=[MollifierScheduler(schedules.LinearDecay(3))],
     )
     # Steps t = 0..3 (two per epoch): p = 1 - t / 3 reaches 0 at t = 3.
-    assert history.history["expected_depth"] == pytest.approx([2 / 3, 0.0])
+    assert history.history["mollified_depth"] == pytest.approx([2 / 3, 0.0])
     path = os.path.join(tmp_path, "rnn.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)

@@ -131,6 +131,7 @@ def test_history_must_be_a_history_or_its_dict():
         ("temperature", True),
         ("precision", False),
         ("growths", False),
+        ("mollified_depth", False),
         ("expected_depth", False),
         ("loss", False),
     ],

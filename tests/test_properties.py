@@ -204,9 +204,9 @@ CHECKS = {
         not_positive,
         positive,
     ),
-    "DropInScheduler.start": (
-        lambda v: kg.callbacks.DropInScheduler(10, start=v),
-        "start",
+    "DropInScheduler.start_step": (
+        lambda v: kg.callbacks.DropInScheduler(10, start_step=v),
+        "start_step",
         st.floats(-1e6, -1e-9),
         st.floats(0.0, 1e6),
     ),

@@ -77,7 +77,7 @@ def test_schedulers_leave_a_users_g_and_p_alone():
 def test_given_layers_must_declare_the_state():
     with pytest.raises(ValueError, match="`layers`.*GradualLayer"):
         GradNetScheduler(tau=2, layers=[WeightNorm()])
-    with pytest.raises(ValueError, match="`layers`.*MollifiedLayer"):
+    with pytest.raises(ValueError, match="`layers`.*mollified.*MollifiedDense"):
         MollifierScheduler(schedules.LinearDecay(2), layers=[layers.GReLU()])
 
 

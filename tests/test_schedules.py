@@ -13,7 +13,7 @@ def test_linear_is_the_gradnets_schedule():
 
 
 def test_linear_start_delays_the_ramp():
-    schedule = schedules.Linear(tau=4, start=2)
+    schedule = schedules.Linear(tau=4, start_step=2)
     assert [schedule(t) for t in range(8)] == [
         0.0,
         0.0,
@@ -27,7 +27,7 @@ def test_linear_start_delays_the_ramp():
 
 
 def test_linear_is_monotone_and_bounded():
-    schedule = schedules.Linear(tau=7.5, start=-3)
+    schedule = schedules.Linear(tau=7.5, start_step=-3)
     values = np.array([schedule(t) for t in range(-10, 20)])
     assert np.all(np.diff(values) >= 0)
     assert values.min() == 0.0 and values.max() == 1.0
@@ -40,11 +40,11 @@ def test_linear_rejects_bad_tau(tau):
 
 
 def test_linear_serializes():
-    schedule = schedules.Linear(tau=3, start=1)
+    schedule = schedules.Linear(tau=3, start_step=1)
     config = schedules.serialize(schedule)
     restored = schedules.deserialize(config)
     assert isinstance(restored, schedules.Linear)
-    assert restored.get_config() == {"tau": 3, "start": 1}
+    assert restored.get_config() == {"tau": 3, "start_step": 1}
     assert keras.saving.deserialize_keras_object(config)(2) == 1 / 3
 
 

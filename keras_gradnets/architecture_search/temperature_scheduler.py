@@ -3,8 +3,8 @@
 from keras_gradnets.architecture_search.concrete_depth import ConcreteDepth
 from keras_gradnets.architecture_search.concrete_layer import ConcreteLayer
 from keras_gradnets.architecture_search.concrete_width import ConcreteWidth
-from keras_gradnets.architecture_search.geometric import Geometric
 from keras_gradnets.core.checks import check_number
+from keras_gradnets.core.geometric import Geometric
 from keras_gradnets.core.scheduler import StateScheduler
 from keras_gradnets.core.width import unit_cuts
 
@@ -56,6 +56,7 @@ class TemperatureScheduler(StateScheduler):
     """
 
     layer_type = ConcreteLayer
+    layer_kind = "ConcreteWidth or ConcreteDepth"
     state = "temperature"
     example = "keras_gradnets.layers.ConcreteWidth()"
 

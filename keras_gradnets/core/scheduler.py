@@ -47,11 +47,12 @@ class StateScheduler(keras.callbacks.Callback):
 
     The base class of `GradNetScheduler`, `MollifierScheduler` and the
     package's other schedulers; subclass it to drive your own
-    `keras_gradnets.core.StatefulLayer`. Class attributes say what it
+    `keras_gradnets.layers.StatefulLayer`. Class attributes say what it
     drives: `layer_type` (a `StatefulLayer` subclass), `state` (a state
     name the layers declare in `state_ranges`), `log_name` (the key in
-    the logs, `state` when `None`) and `example` (a layer to suggest when
-    the model has none).
+    the logs, `state` when `None`), `layer_kind` (the public names of the
+    driven layers, for messages; `layer_type`'s name when `None`) and
+    `example` (a layer to suggest when the model has none).
 
     **Step numbering.** `t` is the number of optimizer steps completed
     before the step being taken, from 0 (`optimizer.iterations`), with
@@ -74,9 +75,8 @@ class StateScheduler(keras.callbacks.Callback):
     all (`logs_one_value()`), and under `<log_name>_<layer name>` for each
     layer otherwise (given `layers`, or a schedule whose values differ
     between layers), so that two schedulers never write the same key.
-    During `fit` the values are also a metric of the model (a
-    `keras_gradnets.core.logs_metric.LogsMetric`, taken out again at the
-    end of `fit`): they are in the logs of every step, and in the epoch
+    During `fit` the values are also a metric of the model (added at the
+    start of `fit` and taken out again at its end): they are in the logs of every step, and in the epoch
     logs every callback receives, `CSVLogger` and `TensorBoard` included,
     whatever the order of the callbacks; they are not logged again as
     `val_*`.
@@ -94,6 +94,7 @@ class StateScheduler(keras.callbacks.Callback):
     layer_type = StatefulLayer
     state = None
     log_name = None
+    layer_kind = None
     example = None
 
     def __init__(self, schedule, unit="epoch", layers=None):
@@ -106,7 +107,7 @@ class StateScheduler(keras.callbacks.Callback):
             if wrong or not layers:
                 raise ValueError(
                     "Invalid value received for argument `layers`. Expected "
-                    f"a non-empty list of {self.layer_type.__name__} layers "
+                    f"a non-empty list of {self._layer_kind()} layers "
                     f"with the state `{self.state}`. Received: "
                     f"layers={wrong or layers!r}"
                 )
@@ -115,6 +116,9 @@ class StateScheduler(keras.callbacks.Callback):
         self._written = None
         self._epoch_start = 0
         self._logs_metric = None
+
+    def _layer_kind(self):
+        return self.layer_kind or self.layer_type.__name__
 
     def _drives(self, layer):
         return declares_state(layer, self.state, self.layer_type)
@@ -127,7 +131,7 @@ class StateScheduler(keras.callbacks.Callback):
             example = f", for example `{self.example}`," if self.example else ""
             raise ValueError(
                 f"{self.__class__.__name__} found no "
-                f"{self.layer_type.__name__} (a layer with the state "
+                f"{self._layer_kind()} (a layer with the state "
                 f"`{self.state}`) in model '{self.model.name}'. Add "
                 f"one{example} or pass `layers=[...]`."
             )

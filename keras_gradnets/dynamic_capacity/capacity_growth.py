@@ -9,11 +9,11 @@ from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.messages import print_msg
 from keras_gradnets.core.scheduler import optimizer_iterations
 from keras_gradnets.core.scheduler import state_logs
+from keras_gradnets.core.warmup import GrowthWarmup
 from keras_gradnets.dynamic_capacity.activation_stats import activation_stats
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 from keras_gradnets.dynamic_capacity.linking import link_dynamic_layers
 from keras_gradnets.dynamic_capacity.plateau import PlateauMonitor
-from keras_gradnets.dynamic_capacity.warmup import GrowthWarmup
 
 _SELECTIONS = ("all", "activation_std")
 

@@ -1,8 +1,8 @@
 """The callback that anneals the GradNets mixing weight `g`."""
 
+from keras_gradnets.core.linear import Linear
 from keras_gradnets.core.scheduler import StateScheduler
 from keras_gradnets.gradnets.gradual_layer import GradualLayer
-from keras_gradnets.gradnets.linear import Linear
 
 
 class GradNetScheduler(StateScheduler):
@@ -18,7 +18,7 @@ class GradNetScheduler(StateScheduler):
     The value reaches the compiled train step on every backend (on JAX the
     callback writes through `self.model`, which syncs the training state).
 
-    The callback is a `keras_gradnets.core.StateScheduler`: it checks every
+    The callback is a `keras_gradnets.callbacks.StateScheduler`: it checks every
     value (a `ValueError` names the schedule, `t` and a value outside
     [0, 1]) and logs `g`, so the progress bar, `History`, `CSVLogger` and
     TensorBoard record it, whatever the order of the callbacks: under `"g"`

@@ -80,7 +80,7 @@ class GradualDropout(GradualLayer):
         return input_shape
 
     def early_layers(self):
-        return [keras.layers.Identity()]
+        return []
 
     def late_layers(self):
         return [

@@ -1,5 +1,7 @@
 """Gradual ReLUs: identity (or absolute value) -> ReLU."""
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -26,6 +28,31 @@ def _leaky(x, slope, eager_slope):
     return ops.relu(x) * (1 - slope) + slope * x
 
 
+class _ReLUSlope(float):
+    """The ReLU's `negative_slope`, a value as in `keras.layers.ReLU`.
+
+    Up to 0.2, `GReLU.negative_slope` was a method returning the current
+    slope; calling the value still does that, with a deprecation warning,
+    for one release.
+    """
+
+    def __new__(cls, value, layer=None):
+        slope = super().__new__(cls, value)
+        slope.layer = layer
+        return slope
+
+    def __call__(self):
+        warnings.warn(
+            "`GReLU.negative_slope()` is deprecated and will be removed in "
+            "0.4: `negative_slope` is now the ReLU's slope, a value as in "
+            "`keras.layers.ReLU`. Call `current_negative_slope()` for the "
+            "slope at the current `g`.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.layer.current_negative_slope()
+
+
 @keras.saving.register_keras_serializable(package="keras_gradnets")
 class GReLU(GradualLayer):
     """Gradual ReLU: identity at `g=0`, ReLU at `g=1`.
@@ -42,7 +69,10 @@ class GReLU(GradualLayer):
 
     The arguments of `keras.layers.ReLU` (`max_value`, `negative_slope`,
     `threshold`) choose the ReLU reached at `g=1`, such as MobileNet's
-    `ReLU(max_value=6)`; `keras_gradnets.finalize` gives back that `ReLU`.
+    `ReLU(max_value=6)`; `keras_gradnets.finalize` gives back that `ReLU`
+    at `g=1` and removes the layer at `g=0`. They are attributes too, as in
+    `keras.layers.ReLU`; `current_negative_slope()` is the slope at the
+    current `g`.
 
     Args:
         max_value: Float >= 0 or `None`, the ReLU's maximum. Defaults to
@@ -74,8 +104,8 @@ class GReLU(GradualLayer):
         if max_value is not None:
             max_value = float(check_number("max_value", max_value, low=0))
         self.max_value = max_value
-        self.relu_negative_slope = float(
-            check_number("negative_slope", negative_slope, low=0)
+        self.negative_slope = _ReLUSlope(
+            check_number("negative_slope", negative_slope, low=0), self
         )
         self.threshold = float(check_number("threshold", threshold, low=0))
 
@@ -83,13 +113,14 @@ class GReLU(GradualLayer):
         """Whether the ReLU is leaky only (no maximum, no threshold)."""
         return self.max_value is None and self.threshold == 0
 
-    def negative_slope(self):
-        """The current slope of the negative part, `1 - g * (1 - a)` for a
-        ReLU of negative slope `a` (`1 - g` for the plain ReLU)."""
-        return self._slope(self.g)
+    def current_negative_slope(self):
+        """The slope of the negative part at the current `g`, as a float:
+        `1 - g * (1 - a)` for a ReLU of negative slope `a` (`1 - g` for the
+        plain ReLU)."""
+        return float(self._slope(self.state_value("g")))
 
     def _slope(self, g):
-        return 1 - g * (1 - self.relu_negative_slope)
+        return 1 - g * (1 - self.negative_slope)
 
     def call(self, inputs):
         if self._leaky_form():
@@ -98,7 +129,7 @@ class GReLU(GradualLayer):
             return _leaky(inputs, self._slope(self.g), eager_slope)
         relu = keras.activations.relu(
             inputs,
-            negative_slope=self.relu_negative_slope,
+            negative_slope=float(self.negative_slope),
             max_value=self.max_value,
             threshold=self.threshold,
         )
@@ -108,13 +139,13 @@ class GReLU(GradualLayer):
         return input_shape
 
     def early_layers(self):
-        return [keras.layers.Identity()]
+        return []
 
     def late_layers(self):
         return [
             keras.layers.ReLU(
                 max_value=self.max_value,
-                negative_slope=self.relu_negative_slope,
+                negative_slope=float(self.negative_slope),
                 threshold=self.threshold,
             )
         ]
@@ -123,7 +154,7 @@ class GReLU(GradualLayer):
         return {
             **super().get_config(),
             "max_value": self.max_value,
-            "negative_slope": self.relu_negative_slope,
+            "negative_slope": float(self.negative_slope),
             "threshold": self.threshold,
         }
 
@@ -156,9 +187,9 @@ class InverseGReLU(GReLU):
     def __init__(self, g=0.0, **kwargs):
         super().__init__(g=g, **kwargs)
 
-    def negative_slope(self):
-        """The current slope of the negative part, `-(1 - g)`."""
-        return self._slope(self.g)
+    def current_negative_slope(self):
+        """The slope of the negative part at the current `g`, `-(1 - g)`."""
+        return float(self._slope(self.state_value("g")))
 
     def _slope(self, g):
         return g - 1

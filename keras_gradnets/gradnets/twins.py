@@ -104,7 +104,7 @@ def fused_activation(twin):
             expected = {"max_value": None, **arguments}
             if (
                 twin.max_value == expected["max_value"]
-                and twin.relu_negative_slope == 0
+                and twin.negative_slope == 0
                 and twin.threshold == 0
             ):
                 return name

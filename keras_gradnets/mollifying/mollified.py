@@ -15,7 +15,7 @@ from keras_gradnets.mollifying.mollify import mollified_activation
 class BaseMollified(MollifiedLayer):
     """The mollified activation with its per-unit parameters `a`.
 
-    See `MollifiedLayer` for the annealed `p`.
+    `p` is annealed by `keras_gradnets.callbacks.MollifierScheduler`.
     """
 
     def __init__(

@@ -2,12 +2,12 @@
 
 import math
 
-from keras_gradnets import schedules
 from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.scheduler import StateScheduler
 from keras_gradnets.core.scheduler import optimizer_iterations
 from keras_gradnets.core.state import scalar_value
 from keras_gradnets.mollifying.mollified_layer import MollifiedLayer
+from keras_gradnets.mollifying.schedules import LayerSchedule
 
 
 class MollifierScheduler(StateScheduler):
@@ -15,7 +15,7 @@ class MollifierScheduler(StateScheduler):
 
     Gulcehre et al., "Mollifying Networks", section 7. Before each step `t`
     (the optimizer steps completed before it, from 0, so a resumed run
-    continues; see `keras_gradnets.core.StateScheduler` for the numbering
+    continues; see `keras_gradnets.callbacks.StateScheduler` for the numbering
     and `steps_per_execution`), layer `l` of the `L` mollified layers (in
     model order, from the input) gets
     `p_l = schedule(t, layer=l, num_layers=L, loss=v_t)` for a
@@ -33,7 +33,9 @@ class MollifierScheduler(StateScheduler):
 
     At the end of each epoch the logs get `p` (when all layers share one
     value, as under a linear or square-root schedule) or `p_<layer name>`
-    for every layer, `expected_depth` and, with `use_loss=True`,
+    for every layer, `mollified_depth` (the expected depth `sum_l p_l`;
+    `TemperatureScheduler` logs the searched depth as `expected_depth`, and
+    two schedulers never write the same key) and, with `use_loss=True`,
     `loss_average`. Every value is checked: a schedule value that is not a
     number in [0, 1] is a `ValueError` naming the schedule, the step, the
     layer and the value.
@@ -63,6 +65,10 @@ class MollifierScheduler(StateScheduler):
     """
 
     layer_type = MollifiedLayer
+    layer_kind = (
+        "mollified (MollifiedDense, MollifiedActivation, MollifiedGRUCell "
+        "or MollifiedLSTMCell)"
+    )
     state = "p"
     example = "keras_gradnets.layers.MollifiedDense(100)"
 
@@ -117,7 +123,7 @@ class MollifierScheduler(StateScheduler):
         if self.stopped:
             return self._written
         count = len(self.layers)
-        if isinstance(self.schedule, schedules.LayerSchedule):
+        if isinstance(self.schedule, LayerSchedule):
             loss = self.loss_average()
             values = [
                 self.check(
@@ -153,4 +159,4 @@ class MollifierScheduler(StateScheduler):
             for layer in self.layers:
                 layer.loss_average.assign(self._loss_sum)
             logs["loss_average"] = self.loss_average()
-        logs["expected_depth"] = sum(self.current_values().values())
+        logs["mollified_depth"] = sum(self.current_values().values())

@@ -110,7 +110,7 @@ def test_dropin_scheduler_moves_g_on_every_replica(scope):
     used, logs = _fit(
         model,
         np.ones((96, 100), "float32"),
-        [kg.callbacks.DropInScheduler(dropin_length=6, start=1), epochs],
+        [kg.callbacks.DropInScheduler(dropin_length=6, start_step=1), epochs],
         epochs=3,
         batch_size=32,
     )

@@ -13,7 +13,9 @@ class Geometric(Schedule):
     `value(t) = start * (end / start) ** min(t / decay_steps, 1)`: the
     logarithm of the value falls linearly. Grathwohl et al. anneal the
     Concrete temperature "from 0.1 to 0 on a log scale"; a log scale cannot
-    reach 0, so `end` is a small positive number.
+    reach 0, so `end` is a small positive number. `start` and `end` are
+    values and the ramp length is `decay_steps`, as in Keras's decaying
+    learning rates (`keras.optimizers.schedules.ExponentialDecay`).
 
     Args:
         start: Positive number, the value at `t=0`.
