@@ -76,10 +76,10 @@ class StateScheduler(keras.callbacks.Callback):
     layer otherwise (given `layers`, or a schedule whose values differ
     between layers), so that two schedulers never write the same key.
     During `fit` the values are also a metric of the model (added at the
-    start of `fit` and taken out again at its end): they are in the logs of every step, and in the epoch
-    logs every callback receives, `CSVLogger` and `TensorBoard` included,
-    whatever the order of the callbacks; they are not logged again as
-    `val_*`.
+    start of `fit` and taken out again at its end): they are in the logs
+    of every step, and in the epoch logs every callback receives,
+    `CSVLogger` and `TensorBoard` included, whatever the order of the
+    callbacks; they are not logged again as `val_*`.
 
     Args:
         schedule: A `keras_gradnets.schedules.Schedule`, a
