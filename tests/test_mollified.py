@@ -357,7 +357,9 @@ def test_resume_keeps_p_and_the_loss_average(tmp_path):
     for layer, original in zip(resumed.layers, first.layers, strict=True):
         if hasattr(layer, "p"):
             assert numpy(layer.p) == numpy(original.p)
-            assert numpy(layer.loss_average) == numpy(original.loss_average)
+            state = layer.callback_state("mollifier")
+            assert state == original.callback_state("mollifier")
+            assert state["loss_sum"] > 0
     resumed_history = resumed.fit(
         x, y, epochs=6, initial_epoch=3, callbacks=[scheduler()], **kwargs
     )
@@ -504,7 +506,7 @@ class MollifiedLayerTestCase(testing.TestCase):
             input_shape=(2, 3),
             expected_output_shape=(2, 4),
             expected_num_trainable_weights=3,
-            expected_num_non_trainable_weights=2,
+            expected_num_non_trainable_weights=1,
             expected_num_seed_generators=1,
         )
 

@@ -1,5 +1,8 @@
 """The shared protocols: declared state, the base scheduler, finalize."""
 
+import os
+
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -348,3 +351,96 @@ def test_finalize_mollified_activation_drops_the_skip_path():
     with pytest.raises(ValueError, match="'molly'.*p=0.5"):
         model.get_layer("molly").p.assign(0.5)
         keras_gradnets.finalize(model)
+
+
+# Callback state: one way for every callback -------------------------------
+
+
+def _state_model():
+    inputs = keras.Input((4,))
+    hidden = layers.DynamicDense(8, chunks=2, name="grow")(inputs)
+    hidden = layers.MollifiedDense(4, activation="tanh", name="molly")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    model.compile("sgd", "mse")
+    return model
+
+
+@pytest.mark.parametrize("how", ["keras", "weights"])
+def test_callback_state_is_saved_with_the_weights(tmp_path, how):
+    model = _state_model()
+    grow, molly = model.get_layer("grow"), model.get_layer("molly")
+    weights = [w.copy() for w in model.get_weights()]
+    grow.set_callback_state("capacity_growth", {"events": [], "best": None})
+    molly.set_callback_state("mollifier", {"loss_sum": 0.25})
+    # Not a weight: `get_weights`, and so restore_best_weights, skip it.
+    assert len(model.get_weights()) == len(weights)
+    if how == "keras":
+        path = os.path.join(tmp_path, "m.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+    else:
+        path = os.path.join(tmp_path, "m.weights.h5")
+        model.save_weights(path)
+        loaded = _state_model()
+        loaded.load_weights(path)
+    assert loaded.get_layer("grow").callback_state("capacity_growth") == {
+        "events": [],
+        "best": None,
+    }
+    assert loaded.get_layer("molly").callback_state("mollifier") == {
+        "loss_sum": 0.25
+    }
+
+
+def test_callback_state_is_a_copy_and_json_only():
+    layer = layers.GReLU()
+    assert layer.callback_state("mine") is None
+    value = {"values": [1.0, 2.0]}
+    layer.set_callback_state("mine", value)
+    value["values"].append(3.0)
+    assert layer.callback_state("mine") == {"values": [1.0, 2.0]}
+    with pytest.raises(ValueError, match="JSON-serializable.*Received"):
+        layer.set_callback_state("mine", {"layer": layer})
+    assert layer.callback_state("mine") == {"values": [1.0, 2.0]}
+
+
+def test_refused_load_keeps_the_callback_state(tmp_path):
+    model = _state_model()
+    molly = model.get_layer("molly")
+    molly.set_callback_state("mollifier", {"loss_sum": 1.0})
+    path = os.path.join(tmp_path, "m.weights.h5")
+    model.save_weights(path)
+    molly.set_callback_state("mollifier", {"loss_sum": 2.0})
+    with h5py.File(path, "r+") as f:
+        group = f["layers/mollified_dense/vars"]
+        p_index = [v.path for v in molly.weights].index(molly.p.path)
+        group[str(p_index)][()] = 7.0  # Out of [0, 1].
+    with pytest.raises(ValueError, match=r"`p`.*Received: p=array\(7"):
+        model.load_weights(path)
+    assert molly.callback_state("mollifier") == {"loss_sum": 2.0}
+
+
+def test_mollified_file_of_version_0_2_loads(tmp_path):
+    # Version 0.2 saved the loss average as a variable right after `p`.
+    model = _state_model()
+    molly = model.get_layer("molly")
+    molly.p.assign(0.5)
+    path = os.path.join(tmp_path, "old.weights.h5")
+    model.save_weights(path)
+    with h5py.File(path, "r+") as f:
+        group = f["layers/mollified_dense/vars"]
+        count = sum(key.isdigit() for key in group)
+        values = [group[str(i)][()] for i in range(count)]
+        p_index = [v.path for v in molly.weights].index(molly.p.path)
+        values.insert(p_index + 1, np.float32(0.75))
+        for i in range(count):
+            del group[str(i)]
+        for i, value in enumerate(values):
+            group[str(i)] = value
+    loaded = _state_model()
+    loaded.load_weights(path)
+    layer = loaded.get_layer("molly")
+    assert _np(layer.p) == 0.5
+    assert layer.callback_state("mollifier") == {"loss_sum": 0.75}
+    for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -17,6 +17,7 @@ and a state name), never by a variable's name, so a user's own layer that
 happens to have a variable `g` is left alone.
 """
 
+import json
 import math
 import numbers
 import weakref
@@ -227,6 +228,15 @@ class StatefulLayer(keras.layers.Layer):
     saved with its weights too (Keras leaves them out), so a run resumed
     from a checkpoint draws the same random numbers as one that was never
     interrupted.
+
+    **Callback state.** What a callback must carry across
+    `BackupAndRestore`, `ModelCheckpoint` and `.keras` files (the plateau
+    search of `CapacityGrowth`, its warmup restart, the loss average of
+    `MollifierScheduler`) it keeps in the layers it drives, with
+    `set_callback_state(key, value)`: a JSON value saved with the layer's
+    weights (not one of `layer.weights`, so `get_weights` and
+    `EarlyStopping(restore_best_weights=True)` leave it alone) and read
+    back with `callback_state(key)`.
     """
 
     state_ranges = {}
@@ -248,23 +258,62 @@ class StatefulLayer(keras.layers.Layer):
             if isinstance(value, keras.random.SeedGenerator)
         ]
 
+    def callback_state(self, key):
+        """The value a callback kept under `key` (a copy), or `None`."""
+        text = self._callback_states().get(key)
+        return None if text is None else json.loads(text)
+
+    def set_callback_state(self, key, value):
+        """Keeps the JSON value `value` under `key`, saved with weights.
+
+        Raises:
+            ValueError: if `value` is not JSON-serializable.
+        """
+        try:
+            text = json.dumps(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                "Invalid value received for argument `value` of "
+                f"`set_callback_state` on layer '{self.name}'. Expected a "
+                f"JSON-serializable value. Received: value={value!r}"
+            ) from None
+        self._callback_states()[key] = text
+
+    def _callback_states(self):
+        # In `__dict__`, out of Keras's tracking of layer attributes.
+        return self.__dict__.setdefault("_callback_state_texts", {})
+
     def save_own_variables(self, store):
         super().save_own_variables(store)
         for i, state in enumerate(self._seed_states()):
             store[f"seed_{i}"] = state
+        for key, text in self._callback_states().items():
+            store[f"{_CALLBACK}{key}"] = np.frombuffer(text.encode(), "uint8")
 
     def set_weights(self, weights):
-        assign_checked(self, self.weights, weights)
+        self._assign_weights(self.weights, list(weights))
+
+    def _assign_weights(self, variables, values):
+        """Assigns `values` once all are checked (`assign_checked`);
+        subclasses with state spread over several variables check more."""
+        assign_checked(self, variables, values)
 
     def load_own_variables(self, store):
-        variables = self._trainable_variables + self._non_trainable_variables
-        keys = [key for key in store.keys() if not key.startswith("seed_")]
-        assign_checked(
-            self, variables, [store[str(i)] for i in range(len(keys))]
+        keys = list(store.keys())
+        values = [store[str(i)] for i in range(sum(k.isdigit() for k in keys))]
+        texts = {
+            key[len(_CALLBACK) :]: bytes(np.asarray(store[key])).decode()
+            for key in keys
+            if key.startswith(_CALLBACK)
+        }
+        self._assign_weights(
+            self._trainable_variables + self._non_trainable_variables, values
         )
         for i, state in enumerate(self._seed_states()):
             if f"seed_{i}" in store:
                 state.assign(store[f"seed_{i}"])
+        self._callback_states().clear()
+        self._callback_states().update(texts)
 
     def add_state(self, name, value):
         """Creates the declared state `name` with initial `value`.
@@ -301,6 +350,21 @@ class StatefulLayer(keras.layers.Layer):
             scalar_value(getattr(self, name)),
             *self.state_ranges[name],
         )
+
+
+_CALLBACK = "callback_"
+
+
+def callback_state(layers, key):
+    """The value the first of `layers` keeps under `key`, or `None`."""
+    return next(
+        (
+            state
+            for state in (layer.callback_state(key) for layer in layers)
+            if state is not None
+        ),
+        None,
+    )
 
 
 def declares_state(layer, state, layer_type=StatefulLayer):

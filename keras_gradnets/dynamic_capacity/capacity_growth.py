@@ -9,6 +9,7 @@ from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.messages import print_msg
 from keras_gradnets.core.scheduler import optimizer_iterations
 from keras_gradnets.core.scheduler import state_logs
+from keras_gradnets.core.state import callback_state
 from keras_gradnets.core.warmup import GrowthWarmup
 from keras_gradnets.dynamic_capacity.activation_stats import activation_stats
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
@@ -237,43 +238,25 @@ class CapacityGrowth(keras.callbacks.Callback):
         return self._given_layers or self.layers
 
     def _save_state(self):
-        """Writes the state into the layers, which save it with weights."""
-        restart = self._rate.restart_step if self._rate is not None else None
-        events = []
-        for event in self.events:
-            for name in event["layers"]:
-                index = [x.name for x in self.layers].index(name)
-                events += [event["step"], event["epoch"], index]
-        plateau = self.plateau.get_state()
-        state = (
-            -1 if restart is None else restart,
-            len(events) // 3,
-            *events,
-            *plateau,
-        )
+        """Keeps the state in the layers, which save it with weights."""
+        state = {
+            "restart_step": (
+                None if self._rate is None else self._rate.restart_step
+            ),
+            "events": self.events,
+            "plateau": self.plateau.get_state(),
+        }
         for layer in self.layers:
-            layer.growth_state = state
+            layer.set_callback_state("capacity_growth", state)
 
     def _restore_state(self):
-        state = next(
-            (x.growth_state for x in self.layers if x.growth_state), None
-        )
+        state = callback_state(self.layers, "capacity_growth")
         if state is None:
             return
-        restart, count, *rest = state
-        rows, plateau = rest[: 3 * int(count)], rest[3 * int(count) :]
-        self.events = []
-        for i in range(0, len(rows), 3):
-            step, epoch, index = (int(v) for v in rows[i : i + 3])
-            name = self.layers[index].name
-            if self.events and self.events[-1]["step"] == step:
-                self.events[-1]["layers"].append(name)
-            else:
-                self.events.append(
-                    {"step": step, "epoch": epoch, "layers": [name]}
-                )
-        self.plateau.set_state(plateau)
-        if self._rate is not None and restart >= 0:
+        self.events = state["events"]
+        self.plateau.set_state(state["plateau"])
+        restart = state["restart_step"]
+        if self._rate is not None and restart is not None:
             self._rate.restart(restart)
             self._warm_step = 0
 

@@ -10,6 +10,7 @@ from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.config import serialized
 from keras_gradnets.core.finalize import built_with_weights
+from keras_gradnets.core.state import StatefulLayer
 from keras_gradnets.core.state import add_watched_variable
 from keras_gradnets.core.state import assign_checked
 from keras_gradnets.dynamic_capacity import links
@@ -100,7 +101,7 @@ def _initialize_plain_reader(reader, start, stop, random):
     _set_rows(kernel, start, stop, rows)
 
 
-class DynamicLayer(keras.layers.Layer):
+class DynamicLayer(StatefulLayer):
     """A layer allocated at full size that uses a growing part of it.
 
     Subclasses define the full-size computation in `_apply` and the kernel
@@ -118,7 +119,10 @@ class DynamicLayer(keras.layers.Layer):
     no reference to models or other layers: `link_dynamic_layers` records
     which layers read it (`keras_gradnets.dynamic_capacity.links`).
     `set_weights` and loading check every value, the capacity they give
-    included, before they write any.
+    included, before they write any. It follows the state protocol of the
+    other families (`keras_gradnets.layers.StatefulLayer`): `CapacityGrowth`
+    keeps its plateau search and warmup restart in the layers it grows
+    (`callback_state`).
 
     Each chunk has its own kernel and bias variables, so that the optimizer
     only works on the chunks being trained: frozen and inactive chunks have
@@ -167,7 +171,6 @@ class DynamicLayer(keras.layers.Layer):
         # Python code that needs ints (static slices at trace time).
         self._capacity_cache = self._check_capacity(active, frozen)
         self._pristine = True
-        self.growth_state = None
 
     # Capacity ----------------------------------------------------------
 
@@ -356,34 +359,15 @@ class DynamicLayer(keras.layers.Layer):
     def _chunk_variables(self, i):
         return [self.kernels[i]] + ([self.biases[i]] if self.use_bias else [])
 
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        if self.growth_state is not None:
-            store["growth_state"] = np.asarray(self.growth_state, "float64")
-
-    def _assign_all(self, values):
+    def _assign_weights(self, variables, values):
         """Assigns every variable once all values and the capacity they
         give are checked: a refusal leaves the layer as it was."""
-        variables = self.trainable_variables + self.non_trainable_variables
         if len(values) == len(variables):
             index = [id(v) for v in variables].index(id(self._active_variable))
             self._check_capacity(
                 *(int(np.asarray(v)) for v in values[index : index + 2])
             )
         assign_checked(self, variables, values)
-
-    def set_weights(self, weights):
-        self._assign_all(list(weights))
-
-    def load_own_variables(self, store):
-        growth_state = (
-            tuple(store["growth_state"].tolist())
-            if "growth_state" in store
-            else None
-        )
-        count = len(store.keys()) - (growth_state is not None)
-        self._assign_all([store[f"{i}"] for i in range(count)])
-        self.growth_state = growth_state
 
     # Initialization ------------------------------------------------------
 

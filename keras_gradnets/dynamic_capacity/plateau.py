@@ -76,14 +76,17 @@ class PlateauMonitor:
         return self._cooldown_counter == 0 and self._wait >= self.patience
 
     def get_state(self):
-        """The state as a list of floats: best, wait, cooldown, values."""
-        best = math.nan if self._best is None else self._best
-        return [best, self._wait, self._cooldown_counter, *self._values]
+        """The state as a JSON-serializable dict."""
+        return {
+            "best": None if self._best is None else float(self._best),
+            "wait": self._wait,
+            "cooldown": self._cooldown_counter,
+            "values": [float(value) for value in self._values],
+        }
 
     def set_state(self, state):
         """Restores a state from `get_state()`."""
-        best, wait, cooldown, *values = state
-        self._best = None if math.isnan(best) else float(best)
-        self._wait = int(wait)
-        self._cooldown_counter = int(cooldown)
-        self._values = collections.deque(values, maxlen=self.window)
+        self._best = state["best"]
+        self._wait = int(state["wait"])
+        self._cooldown_counter = int(state["cooldown"])
+        self._values = collections.deque(state["values"], maxlen=self.window)

@@ -5,7 +5,7 @@ import math
 from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.scheduler import StateScheduler
 from keras_gradnets.core.scheduler import optimizer_iterations
-from keras_gradnets.core.state import scalar_value
+from keras_gradnets.core.state import callback_state
 from keras_gradnets.mollifying.mollified_layer import MollifiedLayer
 from keras_gradnets.mollifying.schedules import LayerSchedule
 
@@ -24,8 +24,9 @@ class MollifierScheduler(StateScheduler):
     callable. With `use_loss=True`, `v_t` is a bias-corrected exponential
     moving average of the training loss; otherwise `v_t = 1` (the paper's
     fallback when the loss-driven schedule was unstable). The average is
-    stored in the layers' `loss_average` variables at the end of every
-    epoch, so a model saved then resumes with it.
+    kept in the layers (`callback_state("mollifier")`, the state protocol
+    of every callback of the package) at the end of every epoch, so a
+    model saved then resumes with it.
 
     Annealing stops for good once the expected depth `sum_l p_l` (the
     quantity of section 7) falls to `stop_depth` or below; the layers keep
@@ -98,7 +99,8 @@ class MollifierScheduler(StateScheduler):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        self._loss_sum = scalar_value(self.layers[0].loss_average)
+        state = callback_state(self.layers, "mollifier") or {}
+        self._loss_sum = state.get("loss_sum", 0.0)
         # A resumed run has averaged the loss of every earlier update.
         self._loss_count = optimizer_iterations(self.model)
         # A model that reached `stop_depth` before (in an earlier `fit`, or
@@ -157,6 +159,8 @@ class MollifierScheduler(StateScheduler):
         if self.use_loss:
             # Store the latest average, so a model saved now resumes with it.
             for layer in self.layers:
-                layer.loss_average.assign(self._loss_sum)
+                layer.set_callback_state(
+                    "mollifier", {"loss_sum": self._loss_sum}
+                )
             logs["loss_average"] = self.loss_average()
         logs["mollified_depth"] = sum(self.current_values().values())
