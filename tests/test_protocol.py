@@ -444,3 +444,106 @@ def test_mollified_file_of_version_0_2_loads(tmp_path):
     assert layer.callback_state("mollifier") == {"loss_sum": 0.75}
     for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# A refused state change leaves everything as it was, on every path --------
+
+
+def _model_with(layer_name):
+    """A small model with one layer of each state kind, and its data."""
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(8, name="dense_in")(inputs)
+    if layer_name == "grelu":
+        h = layers.GReLU(g=0.5, name="grelu")(h)
+    elif layer_name == "dropin":
+        new = keras.layers.Dense(8)(h)
+        h = layers.DropIn(g=0.5, name="dropin")([h, new])
+    elif layer_name == "molly":
+        h = layers.MollifiedDense(8, p=0.5, name="molly")(h)
+    else:
+        h = layers.ConcreteWidth([2, 8], temperature=0.5, name="width")(h)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="dense_out")(h))
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    return model, x
+
+
+STATES = {"grelu": "g", "dropin": "g", "molly": "p", "width": "temperature"}
+
+
+def _snapshot(model, x):
+    return (
+        [np.array(v) for v in model.get_weights()],
+        model.predict(x, verbose=0),
+    )
+
+
+def _assert_same(before, after):
+    for old, new in zip(before[0], after[0], strict=True):
+        np.testing.assert_array_equal(old, new)
+    np.testing.assert_array_equal(before[1], after[1])
+
+
+@pytest.mark.parametrize("name", sorted(STATES))
+def test_a_refused_state_leaves_everything_as_it_was(tmp_path, name):
+    model, x = _model_with(name)
+    layer = model.get_layer(name)
+    state = STATES[name]
+    variable = getattr(layer, state)
+    bad = -1.0
+    before = _snapshot(model, x)
+
+    with pytest.raises(ValueError, match=f"`{state}`"):
+        variable.assign(bad)
+    _assert_same(before, _snapshot(model, x))
+
+    # Every other weight of the layer differs: a partial write would show.
+    index = next(i for i, v in enumerate(layer.weights) if v is variable)
+    values = [np.array(w) + 1.0 for w in layer.get_weights()]
+    values[index] = np.asarray(bad, "float32")
+    with pytest.raises(ValueError, match=f"`{state}`"):
+        layer.set_weights(values)
+    _assert_same(before, _snapshot(model, x))
+    # A weight of the wrong shape is refused before any is written too.
+    values = [np.array(w) + 1.0 for w in layer.get_weights()]
+    values[-1] = np.zeros((3, 3), values[-1].dtype)
+    with pytest.raises(ValueError, match="shape"):
+        layer.set_weights(values)
+    _assert_same(before, _snapshot(model, x))
+
+    # A file whose value is out of range: the layer refuses its store.
+    keras_path = os.path.join(tmp_path, "m.keras")
+    model.save(keras_path)
+    path = os.path.join(tmp_path, "m.weights.h5")
+    model.save_weights(path)
+    variables = layer._trainable_variables + layer._non_trainable_variables
+    stored = next(i for i, v in enumerate(variables) if v is variable)
+    with h5py.File(path, "r+") as f:
+        # The layer's group: the one whose entry `stored` is the state.
+        (group,) = [
+            f[key]
+            for key in _var_groups(f)
+            if sum(k.isdigit() for k in f[key]) == len(variables)
+            and f[key][str(stored)].shape == ()
+        ]
+        for key in group:
+            if key.isdigit():
+                group[key][...] = np.asarray(group[key]) + 1.0
+        group[str(stored)][()] = bad
+    with pytest.raises(ValueError, match=f"`{state}`"):
+        model.load_weights(path)
+    _assert_same(before, _snapshot(model, x))
+
+    # The scheduler path is checked before writing (test_properties); the
+    # .keras path builds a new model from the same stores.
+    assert keras.saving.load_model(keras_path).get_layer(name) is not None
+
+
+def _var_groups(f):
+    keys = []
+    f.visit(
+        lambda key: keys.append(key)
+        if key.startswith("layers/") and key.endswith("/vars")
+        else None
+    )
+    return keys

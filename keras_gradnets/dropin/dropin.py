@@ -7,6 +7,7 @@ from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.finalize import require_end_point
 from keras_gradnets.core.noise import noise_shape_for
+from keras_gradnets.core.noise import select
 from keras_gradnets.core.state import StatefulLayer
 
 MODES = ("gradual", "regularizing")
@@ -131,7 +132,7 @@ class DropIn(StatefulLayer):
             noise = keras.random.uniform(
                 noise_shape_for(new, self.noise_shape), seed=self.seed_generator
             )
-            return ops.where(noise < ops.cast(share, noise.dtype), new, skip)
+            return select(noise < ops.cast(share, noise.dtype), new, skip)
         return (1 - share) * skip + share * new
 
     def compute_output_shape(self, input_shape):

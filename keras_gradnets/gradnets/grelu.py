@@ -10,20 +10,17 @@ from keras_gradnets.core.state import eager_value
 from keras_gradnets.gradnets.gradual_layer import GradualLayer
 
 
-def _leaky(x, slope, eager_slope):
-    """Leaky ReLU with a variable negative `slope` (any slope <= 1).
+def _leaky(x, slope):
+    """Leaky ReLU with a tensor negative `slope`.
 
-    Measured by `benchmarks/overhead.py`: torch runs layers eagerly, where
-    the slope is known as a Python float (`eager_slope`, from
-    `keras_gradnets.core.state.eager_value`) and the fused `leaky_relu`
-    kernel runs (about 1.01x a `LeakyReLU`; a tensor-slope formula costs
-    1.13x-1.38x). Compiled steps (TensorFlow, JAX, torch's `jit_compile`)
-    need a tensor slope: `relu(x) * (1 - slope) + slope * x` was the
-    fastest of the forms tried (max, where, custom gradients) and is exact
-    at slope 0 and 1.
+    Compiled steps (TensorFlow, JAX, torch's `jit_compile`) need a tensor
+    slope: `relu(x) * (1 - slope) + slope * x` was the fastest of the forms
+    tried (max, where, custom gradients) and is exact at slope 0 and 1.
+    Torch runs layers eagerly, where the slope is known as a Python float
+    (`keras_gradnets.core.state.eager_value`) and `GReLU.call` takes the
+    fused `leaky_relu` kernel instead (measured by
+    `benchmarks/overhead.py`).
     """
-    if eager_slope is not None:
-        return ops.leaky_relu(x, negative_slope=eager_slope)
     slope = ops.cast(slope, x.dtype)
     return ops.relu(x) * (1 - slope) + slope * x
 
@@ -125,8 +122,9 @@ class GReLU(GradualLayer):
     def call(self, inputs):
         if self._leaky_form():
             g = eager_value(self.g)
-            eager_slope = None if g is None else self._slope(g)
-            return _leaky(inputs, self._slope(self.g), eager_slope)
+            if g is not None:
+                return ops.leaky_relu(inputs, negative_slope=self._slope(g))
+            return _leaky(inputs, self._slope(self.g))
         relu = keras.activations.relu(
             inputs,
             negative_slope=float(self.negative_slope),

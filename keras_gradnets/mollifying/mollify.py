@@ -28,7 +28,11 @@ import keras
 from keras import ops
 
 from keras_gradnets.core.checks import check_choice
+from keras_gradnets.core.noise import select
 from keras_gradnets.core.state import eager_value
+
+# Keeps `(u - p) / (1 - p)` finite and below 1 (where erfinv is infinite).
+_TINY = 2.0**-24
 
 # activation name -> (f(0), f'(0)): the linear approximation u at 0.
 LINEARIZATIONS = {
@@ -90,16 +94,21 @@ def mollified_activation(
     p = ops.cast(p, x.dtype)
     if stochastic:
         f, delta, sigma = _saturation(x, a, activation)
-        xi = keras.random.normal(
-            ops.shape(x), seed=seed_generator, dtype=x.dtype
-        )
-        psi = f + ops.sign(delta) * ops.minimum(
-            ops.abs(delta), p * c * sigma * ops.abs(xi)
-        )
+        # One uniform draw decides both (measured by
+        # benchmarks/overhead.py: a random draw costs more than the rest of
+        # the layer): `u < p` takes the skip path, and for the other units
+        # `(u - p) / (1 - p)` is uniform on [0, 1) and independent of that
+        # choice, so `sqrt(2) * erfinv` of it is the half-normal `|xi|`.
         u = keras.random.uniform(
             ops.shape(x), seed=seed_generator, dtype=x.dtype
         )
-        return ops.where(u < p, skip, psi)
+        rest = ops.clip(
+            (u - p) / ops.maximum(1 - p, _TINY), 0.0, 1.0 - _TINY
+        )
+        s = (p * c) * sigma * (math.sqrt(2.0) * ops.erfinv(rest))
+        # `sgn(delta) * min(|delta|, s)`, for `s >= 0`.
+        psi = f + ops.clip(delta, -s, s)
+        return select(u < p, skip, psi)
 
     def expectation():
         f, delta, sigma = _saturation(x, a, activation)
