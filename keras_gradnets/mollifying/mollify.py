@@ -17,6 +17,10 @@ which is exactly `f(x)` when `s = 0` and moves towards the linear `u(x)` as
 the noise grows. For ReLU, `u(x) = x`: the linearising form of Eqns 26-27,
 which only moves the negative side. The unitwise stochastic skip connection
 (Eqns 21-24) then outputs the previous layer's unit with probability `p`.
+In training one uniform draw `v` per unit makes both random choices: the
+unit takes the skip path where `v < p`, and elsewhere `(v - p) / (1 - p)`,
+uniform on [0, 1) and independent of that choice, gives the half-normal
+`|xi| = sqrt(2) * erfinv((v - p) / (1 - p))`.
 At inference the expectations of both the noise and the skip choice are
 used: `p * h_prev + (1 - p) * E[psi]`, with the closed form of
 `E[min(A, k |xi|)]` for a half-normal `k |xi|`.
