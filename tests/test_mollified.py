@@ -371,6 +371,57 @@ def test_resume_keeps_p_and_the_loss_average(tmp_path):
         )
 
 
+class _CrashAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("Interrupted")
+
+
+def test_backup_listed_first_resumes_the_loss_average(tmp_path):
+    # BackupAndRestore saves at the end of an epoch; listed before the
+    # scheduler, it saves before the scheduler's own epoch end has run.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = np.tanh(x.sum(axis=1, keepdims=True))
+    kwargs = dict(batch_size=8, shuffle=False, verbose=0, epochs=5)
+
+    def scheduler():
+        return MollifierScheduler(schedules.MollifyExponential(k=40))
+
+    keras.utils.set_random_seed(2)
+    full = _regression().fit(x, y, callbacks=[scheduler()], **kwargs)
+    backup = os.path.join(tmp_path, "backup")
+    keras.utils.set_random_seed(2)
+    model = _regression()
+    with pytest.raises(RuntimeError, match="Interrupted"):
+        model.fit(
+            x,
+            y,
+            callbacks=[
+                keras.callbacks.BackupAndRestore(backup),
+                scheduler(),
+                _CrashAt(3),
+            ],
+            **kwargs,
+        )
+    keras.utils.set_random_seed(2)
+    model = _regression()
+    resumed = model.fit(
+        x,
+        y,
+        callbacks=[keras.callbacks.BackupAndRestore(backup), scheduler()],
+        **kwargs,
+    )
+    for key in ("p_molly0", "loss_average"):
+        np.testing.assert_allclose(
+            resumed.history[key], full.history[key][3:], rtol=1e-4
+        )
+
+
 def test_config_round_trip_keeps_p():
     layer = layers.MollifiedDense(5, "tanh", c=20, skip="project", p=0.25)
     clone = layers.MollifiedDense.from_config(layer.get_config())

@@ -25,8 +25,8 @@ class MollifierScheduler(StateScheduler):
     moving average of the training loss; otherwise `v_t = 1` (the paper's
     fallback when the loss-driven schedule was unstable). The average is
     kept in the layers (`callback_state("mollifier")`, the state protocol
-    of every callback of the package) at the end of every epoch, so a
-    model saved then resumes with it.
+    of every callback of the package) at every step, so a model saved at
+    any point resumes with it.
 
     Annealing stops for good once the expected depth `sum_l p_l` (the
     quantity of section 7) falls to `stop_depth` or below; the layers keep
@@ -151,16 +151,17 @@ class MollifierScheduler(StateScheduler):
                 + (1 - self.loss_momentum) * loss
             )
             self._loss_count += 1
+            # Kept with every update, so that a model saved at any point
+            # (by a callback listed before this one, too) resumes with it.
+            for layer in self.layers:
+                layer.set_callback_state(
+                    "mollifier", {"loss_sum": self._loss_sum}
+                )
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
         super().on_epoch_end(epoch, logs)
         if self.use_loss:
-            # Store the latest average, so a model saved now resumes with it.
-            for layer in self.layers:
-                layer.set_callback_state(
-                    "mollifier", {"loss_sum": self._loss_sum}
-                )
             logs["loss_average"] = self.loss_average()
         logs["mollified_depth"] = sum(self.current_values().values())
