@@ -251,6 +251,7 @@ class DynamicLayer(StatefulLayer):
             self.initialize_units(old_active, active)
             for consumer in links.consumers_of(self):
                 self._initialize_reader(consumer, old_active, active)
+        links.capacity_changed(self)
 
     def grow(self, num_chunks=1, freeze=True):
         """Activates the next `num_chunks` chunks.
@@ -368,6 +369,7 @@ class DynamicLayer(StatefulLayer):
                 *(int(np.asarray(v)) for v in values[index : index + 2])
             )
         assign_checked(self, variables, values)
+        links.capacity_changed(self)
 
     # Initialization ------------------------------------------------------
 

@@ -33,6 +33,8 @@ class _Links:
 
 
 _LINKS = weakref.WeakKeyDictionary()
+# layer -> the compiled functions (`_CapacityGuard`s) that traced it.
+_GUARDS = weakref.WeakKeyDictionary()
 
 
 def _alive(refs):
@@ -86,6 +88,27 @@ def remake_functions(model):
     for kind in KINDS:
         if getattr(model, f"{kind}_function", None) is not None:
             getattr(model, f"make_{kind}_function")(force=True)
+
+
+def capacity_changed(layer):
+    """Makes again, now, every compiled function that traced `layer` at
+    another capacity.
+
+    The owners of a capacity change (`set_capacity`, and so `grow` and
+    `CapacityGrowth`, and loading weights) call it once the new capacity
+    is written. Making a function now, not at its next call, matters on
+    JAX: a distributed function is made from the variables' values (their
+    shardings), which `fit` keeps outside the variables between steps;
+    inside `fit` the owner runs in a callback that has read `self.model`,
+    which syncs them.
+    """
+    for guard in list(_GUARDS.get(layer, ())):
+        model = guard.model()
+        if model is None or not guard.stale():
+            continue
+        if getattr(model, f"{guard.kind}_function", None) is guard:
+            guard.function = None
+            getattr(model, f"make_{guard.kind}_function")(force=True)
 
 
 def _capacity(layer):
@@ -165,3 +188,4 @@ def note_trace(layer):
         function = _CapacityGuard(model, kind, function)
         setattr(model, f"{kind}_function", function)
     function.traced.setdefault(layer, _capacity(layer))
+    _GUARDS.setdefault(layer, weakref.WeakSet()).add(function)
