@@ -422,6 +422,26 @@ def test_backup_listed_first_resumes_the_loss_average(tmp_path):
         )
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="Keras does not support float16 on torch CPU",
+)
+def test_mixed_float16_training_is_finite():
+    # Float16 outputs, float32 noise: finite outputs and weights, where an
+    # infinite noise would give NaN (delta = 0 at x = 0).
+    keras.config.set_dtype_policy("mixed_float16")
+    layer = layers.MollifiedDense(64, "sigmoid", p=0.5, seed=0)
+    model = keras.Sequential([keras.Input((8,)), layer])
+    x = np.zeros((256, 8), "float32")
+    y = layer(x, training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == "float16"
+    assert np.isfinite(ops.convert_to_numpy(y)).all()
+    model.compile("sgd", "mse")
+    history = model.fit(x, np.ones((256, 64)), epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
 def test_config_round_trip_keeps_p():
     layer = layers.MollifiedDense(5, "tanh", c=20, skip="project", p=0.25)
     clone = layers.MollifiedDense.from_config(layer.get_config())

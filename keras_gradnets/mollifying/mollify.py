@@ -95,6 +95,7 @@ def mollified_activation(
             (training), or use their expectations (inference).
     """
     eager_p = eager_value(p)
+    p32 = ops.cast(p, "float32")
     p = ops.cast(p, x.dtype)
     if stochastic:
         f, delta, sigma = _saturation(x, a, activation)
@@ -103,16 +104,19 @@ def mollified_activation(
         # the layer): `u < p` takes the skip path, and for the other units
         # `(u - p) / (1 - p)` is uniform on [0, 1) and independent of that
         # choice, so `sqrt(2) * erfinv` of it is the half-normal `|xi|`.
+        # In float32 whatever the policy: float16 rounds 1 - 2**-24 to 1,
+        # where erfinv is infinite.
         u = keras.random.uniform(
-            ops.shape(x), seed=seed_generator, dtype=x.dtype
+            ops.shape(x), seed=seed_generator, dtype="float32"
         )
         rest = ops.clip(
-            (u - p) / ops.maximum(1 - p, _TINY), 0.0, 1.0 - _TINY
+            (u - p32) / ops.maximum(1 - p32, _TINY), 0.0, 1.0 - _TINY
         )
-        s = (p * c) * sigma * (math.sqrt(2.0) * ops.erfinv(rest))
+        half_normal = ops.cast(math.sqrt(2.0) * ops.erfinv(rest), x.dtype)
+        s = (p * c) * sigma * half_normal
         # `sgn(delta) * min(|delta|, s)`, for `s >= 0`.
         psi = f + ops.clip(delta, -s, s)
-        return select(u < p, skip, psi)
+        return select(u < p32, skip, psi)
 
     def expectation():
         f, delta, sigma = _saturation(x, a, activation)
