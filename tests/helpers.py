@@ -31,6 +31,18 @@ class LastBatchMean(keras.metrics.Metric):
         return ops.convert_to_tensor(self.value)
 
 
+class CrashAt(keras.callbacks.Callback):
+    """Stops `fit` with a `RuntimeError` as epoch `epoch` begins."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("Interrupted")
+
+
 class BatchRecorder(keras.callbacks.Callback):
     """Records one key of the batch logs after every step."""
 

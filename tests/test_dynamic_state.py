@@ -13,6 +13,7 @@ from keras_gradnets.callbacks import CapacityGrowth
 from keras_gradnets.layers import DynamicDense
 from keras_gradnets.layers import link_dynamic_layers
 from tests.helpers import BACKEND
+from tests.helpers import CrashAt
 from tests.test_dynamic import FeedLoss
 from tests.test_dynamic import _data
 from tests.test_dynamic import _mlp
@@ -251,16 +252,6 @@ def test_early_stopping_restores_the_capacity_of_the_best_epoch():
 
 
 # 5. BackupAndRestore keeps the capacity and the plateau search -------------
-
-
-class CrashAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("Interrupted")
 
 
 # Scripted losses: with a window of 2 and a patience of 2 the layers grow at

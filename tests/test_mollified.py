@@ -12,6 +12,7 @@ from keras_gradnets import layers
 from keras_gradnets import schedules
 from keras_gradnets.callbacks import MollifierScheduler
 from tests.helpers import BatchRecorder
+from tests.helpers import CrashAt
 from tests.helpers import LastBatchMean
 from tests.helpers import jit_modes
 
@@ -371,16 +372,6 @@ def test_resume_keeps_p_and_the_loss_average(tmp_path):
         )
 
 
-class _CrashAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("Interrupted")
-
-
 def test_backup_listed_first_resumes_the_loss_average(tmp_path):
     # BackupAndRestore saves at the end of an epoch; listed before the
     # scheduler, it saves before the scheduler's own epoch end has run.
@@ -404,7 +395,7 @@ def test_backup_listed_first_resumes_the_loss_average(tmp_path):
             callbacks=[
                 keras.callbacks.BackupAndRestore(backup),
                 scheduler(),
-                _CrashAt(3),
+                CrashAt(3),
             ],
             **kwargs,
         )

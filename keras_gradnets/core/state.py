@@ -355,6 +355,18 @@ class StatefulLayer(keras.layers.Layer):
 _CALLBACK = "callback_"
 
 
+def set_callback_state(layers, key, value):
+    """Keeps the JSON value `value` under `key` in each of `layers`.
+
+    Serialized once for all of them: callbacks call it at every step.
+    """
+    first, *rest = layers
+    first.set_callback_state(key, value)
+    text = first._callback_states()[key]
+    for layer in rest:
+        layer._callback_states()[key] = text
+
+
 def callback_state(layers, key):
     """The value the first of `layers` keeps under `key`, or `None`."""
     return next(

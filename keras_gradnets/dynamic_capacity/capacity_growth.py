@@ -10,6 +10,7 @@ from keras_gradnets.core.messages import print_msg
 from keras_gradnets.core.scheduler import optimizer_iterations
 from keras_gradnets.core.scheduler import state_logs
 from keras_gradnets.core.state import callback_state
+from keras_gradnets.core.state import set_callback_state
 from keras_gradnets.core.warmup import GrowthWarmup
 from keras_gradnets.dynamic_capacity.activation_stats import activation_stats
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
@@ -246,8 +247,7 @@ class CapacityGrowth(keras.callbacks.Callback):
             "events": self.events,
             "plateau": self.plateau.get_state(),
         }
-        for layer in self.layers:
-            layer.set_callback_state("capacity_growth", state)
+        set_callback_state(self.layers, "capacity_growth", state)
 
     def _restore_state(self):
         state = callback_state(self.layers, "capacity_growth")

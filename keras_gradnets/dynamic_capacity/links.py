@@ -107,8 +107,7 @@ def capacity_changed(layer):
         if model is None or not guard.stale():
             continue
         if getattr(model, f"{guard.kind}_function", None) is guard:
-            guard.function = None
-            getattr(model, f"make_{guard.kind}_function")(force=True)
+            guard.remake(model)
 
 
 def _capacity(layer):
@@ -138,13 +137,17 @@ class _CapacityGuard:
 
     def __call__(self, *args, **kwargs):
         if self.stale():
-            # JAX reuses the trace of a step method while a function that
-            # traced it lives: let the stale one go before making anew.
-            self.function = None
             model = self.model()
-            getattr(model, f"make_{self.kind}_function")(force=True)
+            self.remake(model)
             return getattr(model, f"{self.kind}_function")(*args, **kwargs)
         return self.function(*args, **kwargs)
+
+    def remake(self, model):
+        """Makes `model`'s function of this kind again."""
+        # JAX reuses the trace of a step method while a function that
+        # traced it lives: let the stale one go before making anew.
+        self.function = None
+        getattr(model, f"make_{self.kind}_function")(force=True)
 
 
 def _running_step():

@@ -6,6 +6,7 @@ from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.scheduler import StateScheduler
 from keras_gradnets.core.scheduler import optimizer_iterations
 from keras_gradnets.core.state import callback_state
+from keras_gradnets.core.state import set_callback_state
 from keras_gradnets.mollifying.mollified_layer import MollifiedLayer
 from keras_gradnets.mollifying.schedules import LayerSchedule
 
@@ -153,10 +154,9 @@ class MollifierScheduler(StateScheduler):
             self._loss_count += 1
             # Kept with every update, so that a model saved at any point
             # (by a callback listed before this one, too) resumes with it.
-            for layer in self.layers:
-                layer.set_callback_state(
-                    "mollifier", {"loss_sum": self._loss_sum}
-                )
+            set_callback_state(
+                self.layers, "mollifier", {"loss_sum": self._loss_sum}
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

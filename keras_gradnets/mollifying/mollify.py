@@ -77,6 +77,28 @@ def _expected_min(bound, scale):
     return ops.where(positive, value, ops.zeros_like(value))
 
 
+def _sample(x, skip, p, a, activation, c, seed_generator):
+    """Algorithm 1 in training: the noise and the skip choices drawn.
+
+    One uniform draw decides both (measured by `benchmarks/overhead.py`: a
+    random draw costs more than the rest of the layer): `u < p` takes the
+    skip path, and for the other units `(u - p) / (1 - p)` is uniform on
+    [0, 1) and independent of that choice, so `sqrt(2) * erfinv` of it is
+    the half-normal `|xi|`. Drawn and mapped in float32 whatever the
+    policy: float16 rounds `1 - 2**-24` to 1, where erfinv is infinite.
+    """
+    p32 = ops.cast(p, "float32")
+    p = ops.cast(p, x.dtype)
+    f, delta, sigma = _saturation(x, a, activation)
+    u = keras.random.uniform(ops.shape(x), seed=seed_generator, dtype="float32")
+    rest = ops.clip((u - p32) / ops.maximum(1 - p32, _TINY), 0.0, 1.0 - _TINY)
+    half_normal = ops.cast(math.sqrt(2.0) * ops.erfinv(rest), x.dtype)
+    s = (p * c) * sigma * half_normal
+    # `sgn(delta) * min(|delta|, s)`, for `s >= 0`.
+    psi = f + ops.clip(delta, -s, s)
+    return select(u < p32, skip, psi)
+
+
 def mollified_activation(
     x, skip, p, a, activation, c, seed_generator, stochastic
 ):
@@ -94,29 +116,10 @@ def mollified_activation(
         stochastic: Python bool: sample the noise and the skip decisions
             (training), or use their expectations (inference).
     """
-    eager_p = eager_value(p)
-    p32 = ops.cast(p, "float32")
-    p = ops.cast(p, x.dtype)
     if stochastic:
-        f, delta, sigma = _saturation(x, a, activation)
-        # One uniform draw decides both (measured by
-        # benchmarks/overhead.py: a random draw costs more than the rest of
-        # the layer): `u < p` takes the skip path, and for the other units
-        # `(u - p) / (1 - p)` is uniform on [0, 1) and independent of that
-        # choice, so `sqrt(2) * erfinv` of it is the half-normal `|xi|`.
-        # In float32 whatever the policy: float16 rounds 1 - 2**-24 to 1,
-        # where erfinv is infinite.
-        u = keras.random.uniform(
-            ops.shape(x), seed=seed_generator, dtype="float32"
-        )
-        rest = ops.clip(
-            (u - p32) / ops.maximum(1 - p32, _TINY), 0.0, 1.0 - _TINY
-        )
-        half_normal = ops.cast(math.sqrt(2.0) * ops.erfinv(rest), x.dtype)
-        s = (p * c) * sigma * half_normal
-        # `sgn(delta) * min(|delta|, s)`, for `s >= 0`.
-        psi = f + ops.clip(delta, -s, s)
-        return select(u < p32, skip, psi)
+        return _sample(x, skip, p, a, activation, c, seed_generator)
+    eager_p = eager_value(p)
+    p = ops.cast(p, x.dtype)
 
     def expectation():
         f, delta, sigma = _saturation(x, a, activation)
