@@ -488,19 +488,148 @@ def test_grows_after_patience_without_improvement_and_logs_capacity():
 
 def test_min_delta_cooldown_and_window():
     values = [1.0, 0.99, 0.98, 0.97, 0.96, 0.95]
-    _, growth, _ = _fit_scripted(values, window=1, patience=1)
+    absolute = dict(window=1, patience=1, min_relative_delta=0)
+    _, growth, _ = _fit_scripted(values, **absolute)
     assert growth.events == []
-    _, growth, _ = _fit_scripted(values, window=1, patience=1, min_delta=0.05)
+    _, growth, _ = _fit_scripted(values, **absolute, min_delta=0.05)
     assert [e["epoch"] for e in growth.events] == [1, 3, 5]
-    _, growth, _ = _fit_scripted(
-        values, window=1, patience=1, min_delta=0.05, cooldown=3
-    )
+    _, growth, _ = _fit_scripted(values, **absolute, min_delta=0.05, cooldown=3)
     assert [e["epoch"] for e in growth.events] == [1, 4]
     # A noisy descent: the moving average over 2 values keeps improving.
     noisy = [1.0, 0.7, 0.9, 0.6, 0.8, 0.5, 0.7, 0.4]
-    _, growth, _ = _fit_scripted(noisy, window=1, patience=1)
+    _, growth, _ = _fit_scripted(noisy, **absolute)
     assert growth.events
-    _, growth, _ = _fit_scripted(noisy, window=2, patience=1)
+    _, growth, _ = _fit_scripted(noisy, **dict(absolute, window=2))
+    assert growth.events == []
+
+
+def test_the_relative_threshold_holds_at_any_scale():
+    # Each value 3% below the last: no 10% gain over 3 values (the
+    # defaults), at either scale of the loss; a fresh search after growth.
+    for scale in (1.0, 1e-3):
+        values = [scale * 0.97**e for e in range(8)]
+        _, growth, _ = _fit_scripted(values)
+        assert [e["epoch"] for e in growth.events] == [3, 7]
+        _, growth, _ = _fit_scripted(values, min_relative_delta=0.02)
+        assert growth.events == []
+    # The larger of the two thresholds counts.
+    values = [1.0, 0.8, 0.75, 0.7, 0.65]
+    _, growth, _ = _fit_scripted(values, patience=1, min_relative_delta=0)
+    assert growth.events == []
+    _, growth, _ = _fit_scripted(values, patience=1, min_delta=0.1)
+    assert [e["epoch"] for e in growth.events] == [2, 4]
+
+
+def test_default_arguments_grow_when_the_loss_falls_slowly():
+    # A slow learner: plain SGD at a small rate takes off only a few
+    # percent of the loss each epoch. Growth keeps the function, so the
+    # loss goes on falling.
+    x, y = _data(64)
+    model = _mlp(
+        "function_preserving", seed=1, optimizer=keras.optimizers.SGD(0.002)
+    )
+    growth = CapacityGrowth()
+    history = model.fit(
+        x, y, epochs=8, batch_size=16, verbose=0, callbacks=[growth]
+    )
+    losses = history.history["loss"]
+    assert growth.events, losses
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False))
+    assert history.history["capacity"][-1] > history.history["capacity"][0]
+
+
+def test_grow_at_counts_of_epochs_and_fractions_of_the_run():
+    values = [1.0 / (e + 1) for e in range(8)]  # never a plateau
+    model, growth, history = _fit_scripted(values, grow_at=[2, 5])
+    assert [e["epoch"] for e in growth.events] == [1, 4]
+    assert history.history["growths"] == [0, 1, 1, 1, 2, 2, 2, 2]
+    _, growth, _ = _fit_scripted(values, grow_at=[0.25, 0.5, 1.0])
+    assert [e["epoch"] for e in growth.events] == [1, 3, 7]
+
+
+def test_grow_at_counts_steps_and_resumes(tmp_path):
+    x, y = _data(64)
+    growth = CapacityGrowth(unit="step", grow_at=[3, 6, 9])
+    model = _mlp()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[growth])
+    assert [e["step"] for e in growth.events] == [3, 6]
+    # Fractions of 3 epochs of 4 steps; the run resumes after its first
+    # epoch from a saved file and grows where the whole run would.
+    growth = CapacityGrowth(unit="step", grow_at=[0.25, 0.5])
+    model = _mlp()
+    model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        callbacks=[growth, StopAfter(epochs=1)],
+    )
+    assert [e["step"] for e in growth.events] == [3]
+    model.save(tmp_path / "model.keras")
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    growth = CapacityGrowth(unit="step", grow_at=[0.25, 0.5])
+    model.fit(
+        x,
+        y,
+        epochs=3,
+        initial_epoch=1,
+        batch_size=16,
+        verbose=0,
+        callbacks=[growth],
+    )
+    assert [e["step"] for e in growth.events] == [3, 6]
+    assert model.get_layer("first").active_units == 6
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Stops `fit` after the given number of epochs (an interruption)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            self.model.stop_training = True
+
+
+@pytest.mark.parametrize(
+    "grow_at", [[], [0], [3, 2], [0.5, 1.5], [1, 0.5], "2", [True]]
+)
+def test_bad_grow_at_raises(grow_at):
+    with pytest.raises(ValueError, match="`grow_at`.*Received: grow_at="):
+        CapacityGrowth(grow_at=grow_at)
+
+
+def test_mode_auto_follows_the_metric_direction():
+    x, y = _data(64)
+    labels = (y[:, 0] > 0).astype("int32")
+    model = keras.Sequential(
+        [keras.Input((5,)), DynamicDense(8, chunks=4), keras.layers.Dense(2)]
+    )
+    model.compile(
+        "sgd",
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy", "sparse_categorical_crossentropy"],
+    )
+    names = ("accuracy", "sparse_categorical_crossentropy")
+    growths = {name: CapacityGrowth(monitor=name) for name in names}
+    model.fit(x, labels, epochs=1, verbose=0, callbacks=list(growths.values()))
+    assert growths["accuracy"].plateau.mode == "max"
+    assert growths[names[1]].plateau.mode == "min"
+
+    # A metric without a declared direction: Keras's message, at the first
+    # value, before any growth.
+    def mean_prediction(y_true, y_pred):
+        return ops.mean(y_pred)
+
+    model.compile("sgd", "mse", metrics=[mean_prediction])
+    growth = CapacityGrowth(monitor="mean_prediction")
+    with pytest.raises(ValueError, match="mode='max'"):
+        model.fit(
+            x, np.repeat(y, 2, axis=1), epochs=1, verbose=0, callbacks=[growth]
+        )
     assert growth.events == []
 
 
@@ -540,6 +669,62 @@ def test_warmup_ramps_the_learning_rate_after_each_growth():
         0.005,
     ]
     assert float(_np(model.optimizer.learning_rate)) == pytest.approx(0.01)
+
+
+def test_warmup_scales_the_rate_a_reduce_lr_on_plateau_set():
+    x, y = _data(160)
+    model = _mlp(optimizer=keras.optimizers.Adam(0.01))
+    growth = CapacityGrowth(unit="step", grow_at=[18], warmup=4)
+    # Never an improvement after the first epoch: the rate is cut by 10 at
+    # the end of epochs 1 and 2; the first cut falls inside the ramp.
+    reduce = keras.callbacks.ReduceLROnPlateau(
+        "loss", factor=0.1, patience=0, min_delta=1e9
+    )
+    recorder = RateRecorder()
+    model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        callbacks=[growth, reduce, recorder],
+    )
+    assert [e["step"] for e in growth.events] == [18]
+    # Steps 18-21 ramp by quarters; after the cut at the end of step 19 the
+    # ramp climbs to a tenth of the rate it had at the growth.
+    expected = [0.01] * 18 + [0.0025, 0.005, 0.00075] + [0.001] * 9
+    assert recorder.rates == pytest.approx(expected, rel=1e-5)
+    assert float(_np(model.optimizer.learning_rate)) == pytest.approx(1e-4)
+
+
+def test_growth_keeps_the_optimizer_moments_of_trained_units():
+    x, y = _data(64)
+    model = _mlp("function_preserving")
+    growth = CapacityGrowth(grow_at=[2])
+    snapshots = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            optimizer = self.model.optimizer
+            snapshots.append({v.path: _np(v) for v in optimizer.variables})
+
+    # The snapshot after growth is taken at the end of the growth's epoch.
+    model.fit(
+        x, y, epochs=2, verbose=0, callbacks=[Snapshot(), growth, Snapshot()]
+    )
+    before, after = snapshots[2], snapshots[3]
+    assert before.keys() == after.keys()
+    first = model.get_layer("first")
+    for path, value in before.items():
+        np.testing.assert_array_equal(after[path], value, err_msg=path)
+    # The new chunk's moments are zero, the trained chunk's are not.
+    momentum = [p for p in before if "first" in p and "momentum" in p]
+    trained = [p for p in momentum if "kernel_0" in p]
+    new = [p for p in momentum if "kernel_1" in p]
+    assert trained and new, sorted(before)
+    assert np.abs(before[trained[0]]).max() > 0
+    assert np.abs(before[new[0]]).max() == 0
+    assert first.active_chunks == 2
 
 
 def test_warmup_wraps_a_learning_rate_schedule():

@@ -261,7 +261,7 @@ LOSSES = [1.0, 0.9, 0.9, 0.9, 0.9, 0.85, 0.85, 0.85, 0.85]
 
 
 def _growth():
-    return CapacityGrowth(window=2, patience=2)
+    return CapacityGrowth(window=2, patience=2, min_relative_delta=0)
 
 
 def test_backup_and_restore_resumes_capacity_and_plateau_state(tmp_path):

@@ -14,7 +14,11 @@ class PlateauMonitor:
 
     The semantics of `keras.callbacks.ReduceLROnPlateau`, on the mean of the
     last `window` values: `update(value)` returns `True` once the mean has
-    not improved by more than `min_delta` for `patience` updates. Then
+    not improved on the best mean by more than `min_delta` and by more than
+    `min_relative_delta` times the best mean's magnitude for `patience`
+    updates (the relative threshold of `torch.optim.lr_scheduler.
+    ReduceLROnPlateau(threshold_mode="rel")`, which holds at any scale of
+    the loss). Then
     `restart()` clears the window and the best value (the caller changed
     the network, which moves the value) and waits `cooldown` updates before
     counting again. Non-finite values (NaN, inf) are ignored.
@@ -28,14 +32,32 @@ class PlateauMonitor:
             plateau.
         min_delta: Number >= 0, the smallest change that counts as an
             improvement.
+        min_relative_delta: Number in [0, 1), the smallest change, as a
+            fraction of the best value's magnitude, that counts as an
+            improvement.
         mode: `"min"` or `"max"`.
         cooldown: Integer >= 0, updates to wait after `restart()`.
     """
 
-    def __init__(self, window, patience, min_delta=0.0, mode="min", cooldown=0):
+    def __init__(
+        self,
+        window,
+        patience,
+        min_delta=0.0,
+        mode="min",
+        cooldown=0,
+        min_relative_delta=0.0,
+    ):
         self.window = check_number("window", window, low=1, integer=True)
         self.patience = check_number("patience", patience, low=0, integer=True)
         self.min_delta = check_number("min_delta", min_delta, low=0)
+        self.min_relative_delta = check_number(
+            "min_relative_delta",
+            min_relative_delta,
+            low=0,
+            high=1,
+            high_open=True,
+        )
         self.mode = check_choice("mode", mode, ("min", "max"))
         self.cooldown = check_number("cooldown", cooldown, low=0, integer=True)
         self._cooldown_counter = 0
@@ -54,9 +76,10 @@ class PlateauMonitor:
     def _improved(self, value):
         if self._best is None:
             return True
+        delta = max(self.min_delta, self.min_relative_delta * abs(self._best))
         if self.mode == "min":
-            return value < self._best - self.min_delta
-        return value > self._best + self.min_delta
+            return value < self._best - delta
+        return value > self._best + delta
 
     def update(self, value):
         """Adds `value`; returns whether the average has plateaued."""
