@@ -470,7 +470,9 @@ def _fit_scripted(values, **kwargs):
 
 def test_grows_after_patience_without_improvement_and_logs_capacity():
     values = [1.0, 0.5, 0.5, 0.5, 0.4, 0.4, 0.4]
-    model, growth, history = _fit_scripted(values, window=1, patience=2)
+    model, growth, history = _fit_scripted(
+        values, window=1, patience=2, freeze=True
+    )
     assert [e["epoch"] for e in growth.events] == [3, 6]
     assert history.history["capacity_first"] == [
         0.25,
@@ -534,6 +536,7 @@ def test_default_arguments_grow_when_the_loss_falls_slowly():
     )
     losses = history.history["loss"]
     assert growth.events, losses
+    assert model.get_layer("first").frozen_units == 0  # trains everything
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False))
     assert history.history["capacity"][-1] > history.history["capacity"][0]
 

@@ -236,7 +236,7 @@ def test_early_stopping_restores_the_capacity_of_the_best_epoch():
     stop = keras.callbacks.EarlyStopping(
         "loss", patience=10, restore_best_weights=True
     )
-    growth = CapacityGrowth(window=1, patience=0, min_delta=1e9)
+    growth = CapacityGrowth(window=1, patience=0, min_delta=1e9, freeze=True)
     model.fit(
         x,
         y,
@@ -261,7 +261,9 @@ LOSSES = [1.0, 0.9, 0.9, 0.9, 0.9, 0.85, 0.85, 0.85, 0.85]
 
 
 def _growth():
-    return CapacityGrowth(window=2, patience=2, min_relative_delta=0)
+    return CapacityGrowth(
+        window=2, patience=2, min_relative_delta=0, freeze=True
+    )
 
 
 def test_backup_and_restore_resumes_capacity_and_plateau_state(tmp_path):

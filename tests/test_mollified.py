@@ -442,9 +442,7 @@ def test_config_round_trip_keeps_p():
 def test_scheduler_without_mollified_layers_is_an_error():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
-    with pytest.raises(
-        ValueError, match="found no mollified .*MollifiedDense"
-    ):
+    with pytest.raises(ValueError, match="found no mollified .*MollifiedDense"):
         model.fit(
             np.ones((2, 2)),
             np.ones((2, 1)),

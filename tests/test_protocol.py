@@ -542,8 +542,10 @@ def test_a_refused_state_leaves_everything_as_it_was(tmp_path, name):
 def _var_groups(f):
     keys = []
     f.visit(
-        lambda key: keys.append(key)
-        if key.startswith("layers/") and key.endswith("/vars")
-        else None
+        lambda key: (
+            keys.append(key)
+            if key.startswith("layers/") and key.endswith("/vars")
+            else None
+        )
     )
     return keys
