@@ -191,7 +191,7 @@ def test_capacity_growth_takes_effect_on_every_replica(scope):
         model = _compile(keras.Sequential([keras.Input((1,)), dynamic]))
     # Nothing counts as an improvement: a growth every second step.
     growth = kg.callbacks.CapacityGrowth(
-        unit="step", window=1, patience=0, min_delta=1e9
+        unit="step", window=1, patience=0, min_delta=1e9, freeze=True
     )
     used, logs = _fit(model, np.ones((48, 1), "float32"), [growth], epochs=1)
     steps = [event["step"] for event in growth.events]
