@@ -55,14 +55,21 @@ class GrowthWarmup(keras.optimizers.schedules.LearningRateSchedule):
         """Restarts the ramp at `step` (optimizer steps completed)."""
         self.restart_step = int(step)
 
+    def factor(self, step):
+        """The ramp's share of the base rate at `step` (1 before any
+        restart and once the ramp is over)."""
+        if self.restart_step is None:
+            return 1.0
+        steps = ops.cast(step, "float32") - (self.restart_step - 1)
+        return ops.minimum(steps / self.warmup_steps, 1.0)
+
     def __call__(self, step):
         base = self.base
         if callable(base):
             base = base(step)
         if self.restart_step is None:
             return base
-        steps = ops.cast(step, "float32") - (self.restart_step - 1)
-        return base * ops.minimum(steps / self.warmup_steps, 1.0)
+        return base * self.factor(step)
 
     def get_config(self):
         base = self.base

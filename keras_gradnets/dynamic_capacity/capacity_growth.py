@@ -343,12 +343,12 @@ class CapacityGrowth(keras.callbacks.Callback):
             return
         # A number learning rate is a variable: set it on the host. Reading
         # `self.model` syncs the JAX training state first.
-        optimizer = self.model.optimizer
         self._keep_rate_changes()
         step = self._epoch_start + batch
-        factor = float(self._rate(step)) / self._rate.base
-        optimizer.learning_rate = self._rate.base * factor
-        self._written = (_rate_value(optimizer), factor)
+        factor = float(self._rate.factor(step))
+        rate = self._rate.base * factor
+        self.model.optimizer.learning_rate = rate
+        self._written = (np.float32(rate), factor)
         self._warm_step = step - self._rate.restart_step + 1
 
     def _keep_rate_changes(self):
@@ -499,9 +499,11 @@ class CapacityGrowth(keras.callbacks.Callback):
 
     def _grow_on_budget(self, last, done):
         """Grows once for each `grow_at` count in `(last, done]`."""
-        for _ in range(sum(last < t <= done for t in self._targets)):
+        growths = sum(last < t <= done for t in self._targets)
+        for _ in range(growths):
             self._grow()
-        self._save_state()
+        if growths:
+            self._save_state()
 
     # Growth -------------------------------------------------------------
 
