@@ -15,8 +15,8 @@ full-width network:
 Rules: `0.2 defaults` is `window=10, patience=10, min_delta=0` with no
 relative threshold (the defaults of 0.2); `defaults` is
 `CapacityGrowth()` as it is now, with `growth_init="random"` (the layers'
-default) and `"function_preserving"`, each with `freeze=True` and
-`freeze=False`.
+default before 0.3) and `"function_preserving"` (the default since), each
+with `freeze=True` and `freeze=False`.
 
     python benchmarks/growth_trigger.py [--seeds 0 1 2] [--backend jax]
 """

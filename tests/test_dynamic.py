@@ -381,22 +381,92 @@ def test_function_preserving_growth_keeps_the_loss(growth_init):
         assert change > 1e-3
 
 
+def _conv_net(head):
+    """A DynamicConv2D read through `head` (a list of layers)."""
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            DynamicConv2D(8, 3, chunks=4, initial_chunks=1, name="conv"),
+            *head,
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
+    model.compile("adam", "mse")
+    return model
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        lambda: [keras.layers.ReLU(), keras.layers.Flatten()],
+        lambda: [
+            keras.layers.MaxPooling2D(),
+            keras.layers.Dropout(0.3),
+            keras.layers.Flatten(),
+        ],
+        lambda: [
+            keras.layers.Activation("tanh"),
+            keras.layers.GlobalAveragePooling2D(),
+        ],
+        lambda: [
+            keras.layers.LeakyReLU(0.2),
+            keras.layers.Conv2D(4, 1),
+            keras.layers.Flatten(),
+        ],
+    ],
+    ids=["relu-flatten", "pool-dropout-flatten", "tanh-gap", "conv"],
+)
+def test_growth_keeps_the_function_through_channelwise_layers(head):
+    # The default growth keeps the outputs, also where the new units are
+    # read through activations, pooling, dropout and Flatten.
+    x = np.random.default_rng(0).normal(size=(16, 6, 6, 2)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(16, 3)).astype("float32")
+    model = _conv_net(head())
+    assert model.get_layer("conv").growth_init == "function_preserving"
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[GrowAt([])])
+    before = _np(model(x, training=False))
+    model.get_layer("conv").grow(2)
+    after = _np(model(x, training=False))
+    np.testing.assert_allclose(after, before, atol=1e-5)
+    # The new units take part once trained: they are not dead.
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert np.any(np.abs(_np(model(x, training=False)) - before) > 1e-4)
+
+
+@pytest.mark.parametrize(
+    "head, name",
+    [
+        (lambda: [keras.layers.BatchNormalization(name="bn")], "bn"),
+        (lambda: [keras.layers.Activation("sigmoid", name="sig")], "sig"),
+        (
+            lambda: [
+                keras.layers.Flatten(),
+                keras.layers.LayerNormalization(name="ln"),
+            ],
+            "ln",
+        ),
+    ],
+)
+def test_function_preserving_refuses_readers_that_move_zeros(head, name):
+    model = _conv_net([*head(), keras.layers.Flatten()])
+    conv = model.get_layer("conv")
+    model.predict(np.zeros((2, 6, 6, 2), "float32"), verbose=0)
+    before = [_np(v) for v in model.weights]
+    with pytest.raises(ValueError, match=f"function_preserving.*'{name}'"):
+        link_dynamic_layers(model)
+    for old, variable in zip(before, model.weights, strict=True):
+        np.testing.assert_array_equal(old, _np(variable))
+    assert conv.active_units == 2
+    # With random growth the same model links and grows.
+    conv.growth_init = "random"
+    link_dynamic_layers(model)
+    conv.grow()
+    assert conv.active_units == 4
+
+
 def test_gradient_accumulation_is_refused():
     model = _mlp(optimizer=keras.optimizers.Adam(gradient_accumulation_steps=2))
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
-        link_dynamic_layers(model)
-
-
-def test_function_preserving_needs_a_kernel_reader():
-    model = keras.Sequential(
-        [
-            keras.Input((3,)),
-            DynamicDense(4, chunks=2, growth_init="function_preserving"),
-            keras.layers.Activation("relu"),
-            keras.layers.Dense(1),
-        ]
-    )
-    with pytest.raises(ValueError, match="function_preserving.*activation"):
         link_dynamic_layers(model)
 
 

@@ -29,11 +29,19 @@ class DynamicDense(DynamicLayer):
     Units that become active are initialized by `kernel_initializer` drawn
     at the active shape (`(input_units, active_units)`), so fan-based scales
     suit the active size and not the full allocation (thesis 4.4.1). With
-    `growth_init="random"` the layers that read the new units (plain
-    `Dense`/`Conv` layers or dynamic layers) get fresh weights for them too;
-    with `"function_preserving"` those weights start at zero, so the
-    network computes the same function at the moment of growth and the loss
-    does not jump.
+    `growth_init="function_preserving"` (the default) the weights that read
+    the new units start at zero, so the network computes the same function
+    at the moment of growth and the loss does not jump (the zero outgoing
+    weights of Net2Net's function-preserving transforms, Chen et al. 2016);
+    the new units train from their first step, since their incoming weights
+    are drawn and their outputs reach the loss through the zero weights'
+    gradients. The readers are found through layers that keep each channel
+    apart and zeros at zero (activations with f(0) = 0, dropout, pooling,
+    `Flatten`); a layer read otherwise (through a normalization, an `Add`,
+    or as the model output) is refused when linked. With
+    `growth_init="random"` the readers of the new units get fresh weights
+    for them, the function changes at the growth, and any reader is
+    accepted: `benchmarks/growth_trigger.py` measures both.
 
     Args:
         units: Positive integer, the full (maximum) number of outputs.
@@ -43,7 +51,8 @@ class DynamicDense(DynamicLayer):
             Defaults to 1.
         activation: Activation function applied to the active outputs.
         use_bias: Whether the layer uses a bias. Defaults to `True`.
-        growth_init: `"random"` or `"function_preserving"`, see above.
+        growth_init: `"function_preserving"` or `"random"`, see above.
+            Defaults to `"function_preserving"`.
         kernel_initializer: Initializer of the kernel, drawn at the active
             shape. Defaults to `"glorot_uniform"`.
         bias_initializer: Initializer of the bias. Defaults to `"zeros"`.

@@ -15,7 +15,7 @@ from keras_gradnets.core.state import add_watched_variable
 from keras_gradnets.core.state import assign_checked
 from keras_gradnets.dynamic_capacity import links
 
-GROWTH_INITS = ("random", "function_preserving")
+GROWTH_INITS = ("function_preserving", "random")
 
 
 def _chunk_bounds(units, chunks):
@@ -88,6 +88,17 @@ def _set_rows(kernel, start, stop, rows=None):
     kernel.assign(ops.slice_update(kernel.value, corner, rows))
 
 
+def _zero_rows_reading(reader, units, start, stop):
+    """Zeros the input rows `r` of `reader`'s kernels with
+    `start <= r % units < stop`: the rows that read units `start:stop` of a
+    layer with `units` units through a `Flatten` or a pooling."""
+    kernels = reader.kernels if isinstance(reader, DynamicLayer) else []
+    for kernel in kernels or [reader.kernel]:
+        unit = np.arange(kernel.shape[-2]) % units
+        keep = ((unit < start) | (unit >= stop))[:, None]
+        kernel.assign(kernel * ops.convert_to_tensor(keep, kernel.dtype))
+
+
 def _initialize_plain_reader(reader, start, stop, random):
     """Sets the rows of a plain layer's kernel that read units
     `start:stop`: initializer draws at fan-in `stop` or zeros."""
@@ -140,7 +151,7 @@ class DynamicLayer(StatefulLayer):
         initial_chunks=1,
         activation=None,
         use_bias=True,
-        growth_init="random",
+        growth_init="function_preserving",
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         **kwargs,
@@ -251,6 +262,9 @@ class DynamicLayer(StatefulLayer):
             self.initialize_units(old_active, active)
             for consumer in links.consumers_of(self):
                 self._initialize_reader(consumer, old_active, active)
+            if self.growth_init == "function_preserving":
+                for reader in links.readers_through_of(self):
+                    _zero_rows_reading(reader, self.units, old_active, active)
         links.capacity_changed(self)
 
     def grow(self, num_chunks=1, freeze=True):

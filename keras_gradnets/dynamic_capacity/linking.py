@@ -8,6 +8,8 @@ prepare for training and builds the model's optimizer.
 import contextlib
 
 import keras
+import numpy as np
+from keras import ops
 
 from keras_gradnets.core.walk import reader_pairs
 from keras_gradnets.core.walk import walk_layers
@@ -16,43 +18,131 @@ from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 
 # Finding the readers ------------------------------------------------------
 
+# Layers that compute each channel from the same channel alone, and map a
+# channel that is zero everywhere to zero (so inactive units stay zero
+# through them). `Activation`, `ReLU`, `LeakyReLU` and `ELU` are checked
+# at zero too (`ReLU(threshold=1, negative_slope=0.1)` maps 0 to -0.1).
+_ZERO_KEEPING = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.PReLU,
+    keras.layers.Dropout,
+    keras.layers.GaussianDropout,
+    keras.layers.Identity,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Cropping3D,
+    keras.layers.UpSampling1D,
+    keras.layers.UpSampling2D,
+    keras.layers.UpSampling3D,
+    keras.layers.Flatten,
+)
+_CHECKED_AT_ZERO = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+)
 
-def _reads_units(layer, producer):
-    """Whether `layer` has a kernel whose input axis is `producer`'s units."""
+
+def _channels_last(layer):
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def _keeps_channels(layer):
+    """Whether `layer` is one of `_ZERO_KEEPING`, channels last."""
+    if not isinstance(layer, _ZERO_KEEPING) or not _channels_last(layer):
+        return False
+    if isinstance(layer, _CHECKED_AT_ZERO):
+        at_zero = layer(ops.zeros((1, 1)), training=False)
+        return not np.any(ops.convert_to_numpy(at_zero))
+    return True
+
+
+def _reads_units(layer, producer, rows=None):
+    """Whether `layer` has a kernel whose input axis is `producer`'s units
+    (`rows=None`), or a multiple of them (through a `Flatten`)."""
     if isinstance(layer, DynamicLayer):
         return True
     kernel = getattr(layer, "kernel", None)
-    return (
-        kernel is not None
-        and hasattr(layer, "kernel_initializer")
-        and len(kernel.shape) >= 2
-        and kernel.shape[-2] == producer.units
-    )
+    if kernel is None or not hasattr(layer, "kernel_initializer"):
+        return False
+    if len(kernel.shape) < 2:
+        return False
+    if rows is None:
+        return kernel.shape[-2] == producer.units
+    return kernel.shape[-2] % producer.units == 0
+
+
+def _channel_readers(producer, readers_of):
+    """The kernel layers that read `producer`'s units through one or more
+    of `_ZERO_KEEPING`, and the other layers found on the way (`None` for a
+    model output).
+
+    Each such kernel's input row `r` reads unit `r % producer.units`.
+    """
+    found, others = [], []
+    stack = [r for r in readers_of.get(producer, []) if _keeps_channels(r)]
+    seen = set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        for reader in readers_of.get(layer, []):
+            if reader is not None and _keeps_channels(reader):
+                stack.append(reader)
+            elif reader is not None and _reads_units(reader, producer, True):
+                found.append(reader)
+            else:
+                others.append(reader)
+    return found, others
 
 
 def dynamic_readers(model):
     """Maps each dynamic layer of `model` to the layers that read it.
 
     Returns:
-        A dict, in model order, from dynamic layer to `(consumers, others)`:
-        the readers with a kernel over its units, and the other readers.
+        A dict, in model order, from dynamic layer to
+        `(consumers, through, others)`: the readers with a kernel over its
+        units; the layers with a kernel that read them through layers that
+        keep each channel apart and zeros at zero (activations, dropout,
+        pooling, `Flatten`); the other readers, on the way included.
     """
-    readers = {
-        layer: []
-        for layer in walk_layers(model)
-        if isinstance(layer, DynamicLayer)
-    }
+    readers_of = {}
     for submodel in walk_layers(model):
         if not isinstance(submodel, keras.Model):
             continue
         for layer, reader in reader_pairs(submodel):
-            if layer in readers:
-                readers[layer].append(reader)
+            readers_of.setdefault(layer, []).append(reader)
     result = {}
-    for producer, found in readers.items():
+    for producer in walk_layers(model):
+        if not isinstance(producer, DynamicLayer):
+            continue
+        found = readers_of.get(producer, [])
         consumers = [r for r in found if _reads_units(r, producer)]
-        others = [r for r in found if r not in consumers]
-        result[producer] = (consumers, others)
+        through, others = _channel_readers(producer, readers_of)
+        others += [
+            r for r in found if r not in consumers and not _keeps_channels(r)
+        ]
+        result[producer] = (consumers, through, others)
     return result
 
 
@@ -64,7 +154,11 @@ def link_dynamic_layers(model):
     included. After linking:
 
     * a dynamic layer that reads a dynamic layer uses only its active part;
-    * growth initializes the weights that read the new units (`growth_init`);
+    * growth initializes the weights that read the new units (`growth_init`),
+      also where they are read through layers that keep each channel apart
+      and zeros at zero (activations with f(0) = 0, dropout, pooling and
+      `Flatten`, channels last): for `"function_preserving"` those weights
+      start at zero;
     * an untrained layer re-draws its weights at the active sizes (one that
       was never called in training mode, grown, loaded or given weights with
       `set_weights`; weights assigned variable by variable are not seen, so
@@ -87,14 +181,16 @@ def link_dynamic_layers(model):
 
     Raises:
         ValueError: if `model.optimizer` accumulates gradients, or if a
-            layer with `growth_init="function_preserving"` is read by a
-            layer without a kernel, or by none, where new units could not
-            start with zero outgoing weights.
+            layer with `growth_init="function_preserving"` is read, directly
+            or through activations, dropout, pooling or `Flatten`, by a
+            layer without a kernel (a normalization, an `Add`, the model
+            output), where new units could not start with zero outgoing
+            weights.
     """
-    dynamic = []
-    for producer, (consumers, others) in dynamic_readers(model).items():
+    readers = dynamic_readers(model)
+    for producer, (consumers, through, others) in readers.items():
         if producer.growth_init == "function_preserving" and (
-            others or not consumers
+            others or not (consumers or through)
         ):
             names = [
                 "(the model output)" if r is None else r.name for r in others
@@ -103,16 +199,21 @@ def link_dynamic_layers(model):
                 f"Layer '{producer.name}' has "
                 "growth_init='function_preserving', which starts new units "
                 "with zero outgoing weights, but it is read by "
-                f"{names}, which has no kernel over its units. Put the "
-                "activation inside the dynamic layer (`activation=...`) so "
-                "that a Dense, Conv or dynamic layer reads it, or use "
-                "growth_init='random'."
+                f"{names}, which has no kernel over its units and is not a "
+                "layer that keeps each channel apart and zeros at zero "
+                "(activations with f(0) = 0, dropout, pooling, `Flatten`, "
+                "channels last). Put the layer before one with a kernel "
+                "(`Dense`, `Conv*`, a dynamic layer), or pass "
+                "growth_init='random' to the dynamic layer."
             )
+    dynamic = []
+    for producer, (consumers, through, _) in readers.items():
         links.record(
             producer,
             model,
             consumers,
             [c for c in consumers if isinstance(c, DynamicLayer)],
+            through,
         )
         dynamic.append(producer)
     for layer in dynamic:

@@ -30,6 +30,7 @@ class _Links:
         self.models = []
         self.source = None
         self.consumers = []
+        self.through = []
 
 
 _LINKS = weakref.WeakKeyDictionary()
@@ -54,19 +55,29 @@ def consumers_of(layer):
     return [] if links is None else _alive(links.consumers)
 
 
+def readers_through_of(layer):
+    """The linked layers with a kernel that read `layer`'s units through
+    activations, dropout, pooling or `Flatten`: input row `r` of their
+    kernel reads unit `r % layer.units`."""
+    links = _LINKS.get(layer)
+    return [] if links is None else _alive(links.through)
+
+
 def models_of(layer):
     """The models `layer` was linked in, that still exist."""
     links = _LINKS.get(layer)
     return [] if links is None else _alive(links.models)
 
 
-def record(producer, model, consumers, dynamic_consumers):
-    """Records that `producer` is linked in `model`, read by `consumers`,
-    and the source of the dynamic layers among them."""
+def record(producer, model, consumers, dynamic_consumers, through):
+    """Records that `producer` is linked in `model`, read by `consumers`
+    (and by `through`, see `readers_through_of`), and the source of the
+    dynamic layers among `dynamic_consumers`."""
     links = _LINKS.setdefault(producer, _Links())
     if model not in models_of(producer):
         links.models.append(weakref.ref(model))
     links.consumers = [weakref.ref(c) for c in consumers]
+    links.through = [weakref.ref(c) for c in through]
     for consumer in dynamic_consumers:
         _LINKS.setdefault(consumer, _Links()).source = weakref.ref(producer)
 
