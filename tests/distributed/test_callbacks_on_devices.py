@@ -187,6 +187,7 @@ def test_capacity_growth_takes_effect_on_every_replica(scope):
             initial_chunks=1,
             kernel_initializer="ones",
             bias_initializer="zeros",
+            growth_init="random",  # the model output reads it
         )
         model = _compile(keras.Sequential([keras.Input((1,)), dynamic]))
     # Nothing counts as an improvement: a growth every second step.
