@@ -76,9 +76,9 @@ def _keeps_channels(layer):
     return True
 
 
-def _reads_units(layer, producer, rows=None):
-    """Whether `layer` has a kernel whose input axis is `producer`'s units
-    (`rows=None`), or a multiple of them (through a `Flatten`)."""
+def _reads_units(layer, producer, flattened=False):
+    """Whether `layer` has a kernel whose input axis is `producer`'s units,
+    or (`flattened`) a multiple of them, as after a `Flatten`."""
     if isinstance(layer, DynamicLayer):
         return True
     kernel = getattr(layer, "kernel", None)
@@ -86,9 +86,9 @@ def _reads_units(layer, producer, rows=None):
         return False
     if len(kernel.shape) < 2:
         return False
-    if rows is None:
-        return kernel.shape[-2] == producer.units
-    return kernel.shape[-2] % producer.units == 0
+    if flattened:
+        return kernel.shape[-2] % producer.units == 0
+    return kernel.shape[-2] == producer.units
 
 
 def _channel_readers(producer, readers_of):
@@ -107,9 +107,11 @@ def _channel_readers(producer, readers_of):
             continue
         seen.add(id(layer))
         for reader in readers_of.get(layer, []):
-            if reader is not None and _keeps_channels(reader):
+            if reader is None:
+                others.append(reader)
+            elif _keeps_channels(reader):
                 stack.append(reader)
-            elif reader is not None and _reads_units(reader, producer, True):
+            elif _reads_units(reader, producer, flattened=True):
                 found.append(reader)
             else:
                 others.append(reader)
