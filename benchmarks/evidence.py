@@ -1,0 +1,284 @@
+"""Does it help? Each family against its plain twin, on offline data.
+
+Every row trains a keras_gradnets network and its plain twin (the same
+network without the family's layers or callback) with the same seeds,
+data, optimizer and epochs, as a user would, and prints the medians over
+seeds of the final validation score (accuracy, or MSE for `sine`), its
+spread (min-max), the training compute of the network (trainable
+parameters in use x examples, summed over the run; for growth, the
+active parameters of each epoch) over its twin's, the wall time over
+its twin's, and for growth the number of growths of each seed. Final
+scores, not the best epoch's: picking the best epoch on the validation
+data would flatter both sides.
+
+Tasks: `sklearn.datasets.load_digits` (1200 train / 597 validation, the
+split of `benchmarks/growth_trigger.py`) and notebook 02's `sin(x)`
+regression. Rows:
+
+* `GReLU 12x64`: a 12-layer ReLU MLP; twin GReLU + `GradNetScheduler`.
+* `gradualize CNN`: notebook 02's digits CNN through `kg.gradualize`.
+* `DropIn 25x64`: 25 ReLU layers, a DropIn every 5 (notebook 04).
+* `mollified 7x100`: a 7-layer sigmoid MLP of `MollifiedDense` layers
+  (notebook 03's linear schedule, c=20).
+* `width growth digits` / `width growth sine`: `DynamicDense` layers
+  from a fifth of their width with `CapacityGrowth()` defaults, against
+  the static full-width network (`benchmarks/growth_trigger.py`'s tasks).
+
+Not in the table yet: depth stacking, a character-level language model,
+architecture search (the issues that build them add their rows).
+
+    python benchmarks/evidence.py [--seeds 0 1 2 3 4] [--backend jax]
+        [--rows "GReLU 12x64" ...]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROWS = [
+    "GReLU 12x64",
+    "gradualize CNN",
+    "DropIn 25x64",
+    "mollified 7x100",
+    "width growth digits",
+    "width growth sine",
+]
+
+
+def worker(row, seeds):
+    import keras
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    import keras_gradnets as kg
+
+    if row == "width growth sine":
+        x = np.linspace(-2 * np.pi, 2 * np.pi, 1000, dtype="float32")[:, None]
+        shifted = x + (x[1, 0] - x[0, 0]) / 2
+        train, val = (x, np.sin(x)), (shifted, np.sin(shifted))
+        epochs, batch, rate, score = 150, 50, 1e-2, "val_loss"
+    else:
+        x, y = load_digits(return_X_y=True)
+        x = (x / 16).astype("float32")
+        order = np.random.default_rng(0).permutation(len(x))
+        x, y = x[order], y[order]
+        if row == "gradualize CNN":
+            x = x.reshape(-1, 8, 8, 1)
+        train, val = (x[:1200], y[:1200]), (x[1200:], y[1200:])
+        epochs = {"width growth digits": 60, "gradualize CNN": 20}.get(row, 30)
+        batch, rate, score = 32, 1e-3, "val_accuracy"
+    steps = epochs * -(-len(train[0]) // batch)
+
+    def compile_(model):
+        if row == "width growth sine":
+            model.compile(keras.optimizers.Adam(rate), "mse")
+        else:
+            model.compile(
+                keras.optimizers.Adam(rate),
+                keras.losses.SparseCategoricalCrossentropy(),
+                metrics=["accuracy"],
+            )
+        return model
+
+    def head():
+        if row == "width growth sine":
+            return keras.layers.Dense(1)
+        return keras.layers.Dense(10, activation="softmax")
+
+    def mlp(inputs, hidden):
+        return keras.Sequential([keras.Input(inputs), *hidden, head()])
+
+    def build(family):
+        """The network and its callbacks; `family=False` is the twin."""
+        if row == "GReLU 12x64":
+            act = kg.layers.GReLU if family else keras.layers.ReLU
+            hidden = []
+            for _ in range(12):
+                hidden += [keras.layers.Dense(64), act()]
+            callbacks = [kg.callbacks.GradNetScheduler(tau=epochs // 2)]
+            return mlp((64,), hidden), callbacks if family else []
+        if row == "gradualize CNN":
+            model = keras.Sequential(
+                [
+                    keras.Input((8, 8, 1)),
+                    keras.layers.Conv2D(
+                        16, 3, padding="same", activation="relu"
+                    ),
+                    keras.layers.MaxPooling2D(),
+                    keras.layers.Conv2D(
+                        32, 3, padding="same", activation="relu"
+                    ),
+                    keras.layers.Flatten(),
+                    keras.layers.Dense(64, activation="relu"),
+                    head(),
+                ]
+            )
+            if not family:
+                return model, []
+            model = kg.gradualize(model, verbose=False)
+            return model, [kg.callbacks.GradNetScheduler(tau=epochs // 2)]
+        if row == "DropIn 25x64":
+            inputs = keras.Input((64,))
+            h = inputs
+            for _ in range(5):
+                h = keras.layers.Dense(64, activation="relu")(h)
+            for _ in range(4):
+                new = h
+                for _ in range(5):
+                    new = keras.layers.Dense(64, activation="relu")(new)
+                h = kg.layers.DropIn()([h, new]) if family else new
+            model = keras.Model(inputs, head()(h))
+            callbacks = [kg.callbacks.DropInScheduler(steps // 2)]
+            return model, callbacks if family else []
+        if row == "mollified 7x100":
+            hidden = [
+                kg.layers.MollifiedDense(100, "sigmoid", c=20.0)
+                if family
+                else keras.layers.Dense(100, activation="sigmoid")
+                for _ in range(7)
+            ]
+            callbacks = [
+                kg.callbacks.MollifierScheduler(
+                    kg.schedules.LinearDecay(steps), use_loss=False
+                )
+            ]
+            return mlp((64,), hidden), callbacks if family else []
+        units, inputs, activation = (
+            (500, (1,), "tanh")
+            if row == "width growth sine"
+            else (100, (64,), "relu")
+        )
+        layers = 1 if row == "width growth sine" else 2
+        if family:
+            hidden = [
+                kg.layers.DynamicDense(units, chunks=5, activation=activation)
+                for _ in range(layers)
+            ]
+            return mlp(inputs, hidden), [kg.callbacks.CapacityGrowth()]
+        hidden = [
+            keras.layers.Dense(units, activation=activation)
+            for _ in range(layers)
+        ]
+        return mlp(inputs, hidden), []
+
+    def active_parameters(model):
+        """Trainable parameters in use: the active units of a dynamic
+        layer, and the rows of the next `Dense` that read them."""
+        total, rows = 0, None
+        for layer in model.layers:
+            if isinstance(layer, kg.layers.DynamicDense):
+                total += ((rows or layer.input_dim) + 1) * layer.active_units
+                rows = layer.active_units
+            elif rows is not None:
+                total += (rows + 1) * layer.units
+                rows = None
+            else:
+                total += sum(
+                    int(np.prod(v.shape)) for v in layer.trainable_weights
+                )
+        return total
+
+    class Compute(keras.callbacks.Callback):
+        """Active parameters x examples, summed over the epochs."""
+
+        def __init__(self):
+            super().__init__()
+            self.total = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.total += active_parameters(self.model) * len(train[0])
+
+    results = []
+    for seed in seeds:
+        for family in (True, False):
+            keras.backend.clear_session()
+            keras.utils.set_random_seed(seed)
+            model, callbacks = build(family)
+            compile_(model)
+            counter = Compute()
+            start = time.perf_counter()
+            history = model.fit(
+                *train,
+                validation_data=val,
+                epochs=epochs,
+                batch_size=batch,
+                verbose=0,
+                callbacks=[*callbacks, counter],
+            )
+            results.append(
+                {
+                    "seed": seed,
+                    "family": family,
+                    "score": float(history.history[score][-1]),
+                    "compute": counter.total,
+                    "seconds": time.perf_counter() - start,
+                    "growths": [
+                        len(c.events)
+                        for c in callbacks
+                        if isinstance(c, kg.callbacks.CapacityGrowth)
+                    ],
+                }
+            )
+    print(json.dumps(results))
+
+
+def main():
+    import numpy as np
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--backend", default="jax")
+    parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.seeds)
+        return
+    print(
+        f"backend {args.backend}, seeds {args.seeds}; medians over seeds "
+        "(min-max); accuracy: higher is better, MSE: lower"
+    )
+    print(
+        f"{'row':<21}{'network':>24}{'twin':>24}{'diff':>8}"
+        f"{'compute':>9}{'time':>7}  growths per seed"
+    )
+    for row in args.rows:
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", row, "--seeds"]
+            + [str(s) for s in args.seeds],
+            env={**os.environ, "KERAS_BACKEND": args.backend},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        runs = json.loads(out.splitlines()[-1])
+
+        def side(family, key, runs=runs):
+            return np.array([r[key] for r in runs if r["family"] == family])
+
+        net, twin = side(True, "score"), side(False, "score")
+        digits = 4 if row.endswith("sine") else 3
+
+        def cell(values, digits=digits):
+            return (
+                f"{np.median(values):.{digits}f} "
+                f"({values.min():.{digits}f}-{values.max():.{digits}f})"
+            )
+
+        compute = np.median(side(True, "compute") / side(False, "compute"))
+        seconds = np.median(side(True, "seconds") / side(False, "seconds"))
+        print(
+            f"{row:<21}{cell(net):>24}{cell(twin):>24}"
+            f"{np.median(net) - np.median(twin):>+8.{digits}f}"
+            f"{compute:>9.2f}{seconds:>7.2f}  "
+            + " ".join(
+                str(n) for r in runs if r["family"] for n in r["growths"]
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
