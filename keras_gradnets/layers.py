@@ -12,6 +12,7 @@ from keras_gradnets.dropin.resize import Resize
 from keras_gradnets.dynamic_capacity.dynamic_conv import DynamicConv2D
 from keras_gradnets.dynamic_capacity.dynamic_dense import DynamicDense
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
+from keras_gradnets.dynamic_capacity.dynamic_stack import DynamicStack
 from keras_gradnets.dynamic_capacity.linking import link_dynamic_layers
 from keras_gradnets.gradnets.affine_spatial_transformer import (
     AffineSpatialTransformer,
@@ -48,6 +49,7 @@ __all__ = [
     "DynamicConv2D",
     "DynamicDense",
     "DynamicLayer",
+    "DynamicStack",
     "GReLU",
     "GradNet",
     "GradualActivation",

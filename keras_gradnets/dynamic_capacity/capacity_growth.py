@@ -13,9 +13,11 @@ from keras_gradnets.core.scheduler import optimizer_iterations
 from keras_gradnets.core.scheduler import state_logs
 from keras_gradnets.core.state import callback_state
 from keras_gradnets.core.state import set_callback_state
+from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.core.warmup import GrowthWarmup
 from keras_gradnets.dynamic_capacity.activation_stats import activation_stats
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
+from keras_gradnets.dynamic_capacity.dynamic_stack import DynamicStack
 from keras_gradnets.dynamic_capacity.linking import link_dynamic_layers
 from keras_gradnets.dynamic_capacity.plateau import PlateauMonitor
 
@@ -61,6 +63,9 @@ def _metric_direction(model, name):
 
 class CapacityGrowth(keras.callbacks.Callback):
     """Grows dynamic layers by one chunk on a plateau or at given times.
+
+    A `DynamicStack` in the model grows the same way, by one block (it
+    does not freeze: `freeze=True` is refused for it).
 
     The dynamic-capacity thesis (sections 4.1 and 5.1) tracks the moving
     average of the training loss and, once it stops improving, activates
@@ -115,11 +120,12 @@ class CapacityGrowth(keras.callbacks.Callback):
     `BackupAndRestore` and `ModelCheckpoint` in the callbacks list, so that
     they save the state of the epoch that just ended.
 
-    **Logs.** At the end of each epoch: `capacity` (active units over all
-    units of the chosen layers), `capacity_<layer name>` for each layer
-    when they differ, and `growths` (the number of growth events so far).
-    The events are in `callback.events`: dicts with the `step` (optimizer
-    steps completed), the `epoch` and the grown `layers`.
+    **Logs.** At the end of each epoch: `capacity` (active units and
+    blocks over all units and blocks of the chosen layers),
+    `capacity_<layer name>` for each layer when they differ, and `growths`
+    (the number of growth events so far). The events are in
+    `callback.events`: dicts with the `step` (optimizer steps completed),
+    the `epoch` and the grown `layers`.
 
     Args:
         monitor: Key of the logs to watch. Defaults to `"loss"`.
@@ -155,8 +161,8 @@ class CapacityGrowth(keras.callbacks.Callback):
             for the static full-width network); on `load_digits` the two
             are equal within noise (`benchmarks/growth_trigger.py`, 3
             seeds).
-        layers: Optional list of dynamic layers to grow. Defaults to every
-            dynamic layer of the model.
+        layers: Optional list of dynamic layers and `DynamicStack`s to
+            grow. Defaults to every one of the model.
         select: `"all"` or `"activation_std"`, see above. Defaults to
             `"all"`.
         data: A batch of inputs used to measure activations; required with
@@ -220,11 +226,12 @@ class CapacityGrowth(keras.callbacks.Callback):
         if layers is not None:
             layers = list(layers)
             if not layers or not all(
-                isinstance(layer, DynamicLayer) for layer in layers
+                isinstance(layer, (DynamicLayer, DynamicStack))
+                for layer in layers
             ):
                 raise ValueError(
                     "Invalid value received for argument `layers`. Expected "
-                    "a non-empty list of dynamic layers. "
+                    "a non-empty list of dynamic layers or `DynamicStack`s. "
                     f"Received: layers={layers!r}"
                 )
         self._given_layers = layers
@@ -262,6 +269,17 @@ class CapacityGrowth(keras.callbacks.Callback):
                 self.plateau.min_relative_delta,
             )
         self._targets = targets
+        stacks = [
+            x.name
+            for x in self._given_layers or walk_layers(self.model)
+            if isinstance(x, DynamicStack)
+        ]
+        if self.freeze and stacks:
+            raise ValueError(
+                "CapacityGrowth received freeze=True, but the DynamicStack "
+                f"layers {stacks} do not freeze trained blocks. Pass "
+                "`freeze=False`, or `layers=[...]` without them."
+            )
         self.layers = link_dynamic_layers(self.model)
         if not self.layers:
             raise ValueError(
@@ -462,8 +480,9 @@ class CapacityGrowth(keras.callbacks.Callback):
     def capacity_logs(self):
         """The values this callback writes into the epoch logs."""
         layers = self._chosen()
-        total = sum(layer.units for layer in layers)
-        active = sum(layer.active_units for layer in layers)
+        counts = [layer.capacity_counts() for layer in layers]
+        active = sum(count[0] for count in counts)
+        total = sum(count[1] for count in counts)
         logs = {"capacity": active / total, "growths": len(self.events)}
         if len(layers) > 1:
             logs.update(
@@ -531,7 +550,7 @@ class CapacityGrowth(keras.callbacks.Callback):
         )
         if self.verbose:
             grown = ", ".join(
-                f"{layer.name} -> {layer.active_units}/{layer.units}"
+                "{} -> {}/{}".format(layer.name, *layer.capacity_counts())
                 for layer in layers
             )
             print_msg(

@@ -28,7 +28,7 @@ def _chunk_bounds(units, chunks):
 
 
 @ops.custom_gradient
-def _hold(outputs, *values):
+def hold_gradients(outputs, *values):
     """Identity on `outputs`; the gradient of each of `values` is itself.
 
     The variables behind `values` have `overwrite_with_gradient=True`, so
@@ -207,6 +207,15 @@ class DynamicLayer(StatefulLayer):
     def capacity(self):
         """The active fraction of the layer, `active_units / units`."""
         return self.active_units / self.units
+
+    @property
+    def traced_capacity(self):
+        """What a compiled function traces: active and frozen units."""
+        return self._capacity_cache
+
+    def capacity_counts(self):
+        """`(active, total)`: units, for `CapacityGrowth`'s logs."""
+        return self.active_units, self.units
 
     def _check_capacity(self, active, frozen):
         bounds = self.bounds
@@ -548,7 +557,7 @@ class DynamicLayer(StatefulLayer):
                 for v in self._chunk_variables(i)
             ]
             if held:
-                outputs = _hold(outputs, *held)
+                outputs = hold_gradients(outputs, *held)
         return outputs
 
     # Weights seen as one layer -----------------------------------------

@@ -15,6 +15,7 @@ from keras_gradnets.core.walk import reader_pairs
 from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.dynamic_capacity import links
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
+from keras_gradnets.dynamic_capacity.dynamic_stack import DynamicStack
 
 # Finding the readers ------------------------------------------------------
 
@@ -179,7 +180,7 @@ def link_dynamic_layers(model):
         model: A built Sequential or functional `keras.Model`.
 
     Returns:
-        The dynamic layers of `model`, in model order.
+        The dynamic layers and `DynamicStack`s of `model`, in model order.
 
     Raises:
         ValueError: if `model.optimizer` accumulates gradients, or if a
@@ -209,15 +210,21 @@ def link_dynamic_layers(model):
                 "growth_init='random' to the dynamic layer."
             )
     dynamic = []
-    for producer, (consumers, through, _) in readers.items():
-        links.record(
-            producer,
-            model,
-            consumers,
-            [c for c in consumers if isinstance(c, DynamicLayer)],
-            through,
-        )
-        dynamic.append(producer)
+    for layer in walk_layers(model):
+        if isinstance(layer, DynamicStack):
+            links.record(layer, model, [], [], [])
+        elif layer in readers:
+            consumers, through, _ = readers[layer]
+            links.record(
+                layer,
+                model,
+                consumers,
+                [c for c in consumers if isinstance(c, DynamicLayer)],
+                through,
+            )
+        else:
+            continue
+        dynamic.append(layer)
     for layer in dynamic:
         layer.linked()
     optimizer = getattr(model, "optimizer", None)

@@ -121,10 +121,6 @@ def capacity_changed(layer):
             guard.remake(model)
 
 
-def _capacity(layer):
-    return layer.active_units, layer.frozen_units
-
-
 class _CapacityGuard:
     """A model's compiled function, made again once a traced capacity
     changed.
@@ -142,7 +138,7 @@ class _CapacityGuard:
 
     def stale(self):
         return any(
-            _capacity(layer) != capacity
+            layer.traced_capacity != capacity
             for layer, capacity in self.traced.items()
         )
 
@@ -201,5 +197,5 @@ def note_trace(layer):
     if not isinstance(function, _CapacityGuard):
         function = _CapacityGuard(model, kind, function)
         setattr(model, f"{kind}_function", function)
-    function.traced.setdefault(layer, _capacity(layer))
+    function.traced.setdefault(layer, layer.traced_capacity)
     _GUARDS.setdefault(layer, weakref.WeakSet()).add(function)

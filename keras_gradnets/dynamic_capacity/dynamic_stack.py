@@ -1,0 +1,288 @@
+"""A stack of residual blocks that grows in depth (G_stack)."""
+
+import copy
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_gradnets.core.checks import check_number
+from keras_gradnets.core.state import StatefulLayer
+from keras_gradnets.core.state import add_watched_variable
+from keras_gradnets.dynamic_capacity import links
+from keras_gradnets.dynamic_capacity.dynamic_layer import hold_gradients
+
+
+def _depth_assigned(layer, variable):
+    """Keeps the Python count of active blocks in step with its variable
+    (`set_weights`, loading, JAX's state sync), as dynamic layers do."""
+    value = variable.host_value
+    if value is None:
+        value = int(np.asarray(ops.convert_to_numpy(variable)))
+    layer._active_cache = int(value)
+
+
+def _copies(block, count):
+    """`count` new layers made from `block`'s config (a layer or its
+    serialized config), none of them shared with another.
+
+    The config is serialized once: inside `load_model`, serializing the
+    same object again marks it as shared, and Keras would then give back
+    one object for every copy.
+    """
+    if isinstance(block, keras.layers.Layer):
+        block = keras.saving.serialize_keras_object(block)
+    return [
+        keras.saving.deserialize_keras_object(copy.deepcopy(block))
+        for _ in range(count)
+    ]
+
+
+@keras.saving.register_keras_serializable(package="keras_gradnets")
+class DynamicStack(StatefulLayer):
+    """A stack of `depth` copies of a block, of which the first ones run.
+
+    Depth growth by stacking (Du et al. 2024, "Stacking Your Transformers",
+    G_stack): the stack is allocated at its final depth, the first
+    `active_blocks` run and the others are skipped (they cost no compute;
+    a compiled function is traced again once the count changes, as for
+    `DynamicDense`). `grow(n)` activates `n` more blocks and copies the
+    trained blocks into them, the first ones on top of the stack, as
+    G_stack stacks the trained model on itself.
+
+    Each block enters through a gate: block `i` computes
+    `x + a_i * (block_i(x) - x)`, with `a_i` a trainable scalar (the
+    ReZero gate of Bachlechner et al. 2020), 1 for the blocks active from
+    the start and 0 for a grown block, so that growth keeps the network's
+    function exactly and the new block's weight in it is learned.
+
+    Inactive blocks are held exactly by the optimizer once the model is
+    linked (`link_dynamic_layers`, which `CapacityGrowth` calls): no
+    momentum or weight decay moves them, and their optimizer slots stay at
+    zero until they are grown. In a `fit` without linking they get no
+    gradient, and Keras warns that they have none. `CapacityGrowth` grows
+    a `DynamicStack` as it grows dynamic layers (one block per growth);
+    `keras_gradnets.finalize` returns the active blocks as plain layers.
+
+    Args:
+        block: A Keras layer whose output has the shape of its input (a
+            residual block, a transformer encoder layer). The stack holds
+            `depth` copies made from its config; `block` itself is not used.
+        depth: Integer >= 2, the final number of blocks.
+        initial_depth: Integer in [1, depth], the blocks active at first.
+            Defaults to 1.
+        **kwargs: Base layer arguments such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: The block's input.
+        training: Python boolean, passed to the blocks.
+
+    Example:
+
+    ```python
+    block = keras.Sequential([keras.layers.Dense(64, activation="relu")])
+    model = keras.Sequential([
+        keras.Input((64,)),
+        keras_gradnets.layers.DynamicStack(block, depth=8, initial_depth=2),
+        keras.layers.Dense(10),
+    ])
+    model.compile("adam", "mse")
+    model.fit(x, y, epochs=30, callbacks=[
+        keras_gradnets.callbacks.CapacityGrowth(grow_at=[0.25, 0.5])])
+    ```
+    """
+
+    def __init__(self, block, depth, initial_depth=1, **kwargs):
+        active = kwargs.pop("active_blocks", None)
+        super().__init__(**kwargs)
+        if not isinstance(block, (keras.layers.Layer, dict)):
+            raise ValueError(
+                "Invalid value received for argument `block`. Expected a "
+                f"Keras layer. Received: block={block!r}"
+            )
+        self.depth = check_number("depth", depth, low=2, integer=True)
+        self.initial_depth = check_number(
+            "initial_depth", initial_depth, low=1, high=depth, integer=True
+        )
+        self._active_cache = check_number(
+            "active_blocks",
+            initial_depth if active is None else active,
+            low=1,
+            high=depth,
+            integer=True,
+        )
+        self.blocks = _copies(block, self.depth)
+        self._pristine = True
+
+    # Capacity ----------------------------------------------------------
+
+    @property
+    def active_blocks(self):
+        """Number of blocks that run (the first ones)."""
+        return self._active_cache
+
+    @property
+    def capacity(self):
+        """The active fraction of the stack, `active_blocks / depth`."""
+        return self.active_blocks / self.depth
+
+    @property
+    def traced_capacity(self):
+        """What a compiled function traces: the number of active blocks."""
+        return (self.active_blocks,)
+
+    def capacity_counts(self):
+        """`(active, total)`: blocks, for `CapacityGrowth`'s logs."""
+        return self.active_blocks, self.depth
+
+    def build(self, input_shape):
+        for block in self.blocks:
+            if not block.built:
+                block.build(input_shape)
+        output_shape = self.blocks[0].compute_output_spec(
+            keras.KerasTensor(input_shape, dtype=self.compute_dtype)
+        ).shape
+        if tuple(output_shape) != tuple(input_shape):
+            raise ValueError(
+                f"DynamicStack '{self.name}' needs a block whose output has "
+                "the shape of its input, so that blocks can be stacked and "
+                f"skipped. Received: a block mapping {tuple(input_shape)} "
+                f"to {tuple(output_shape)}"
+            )
+        self._block_input_shape = tuple(input_shape)
+        active = self._active_cache
+        self.gates = self.add_weight(
+            shape=(self.depth,),
+            initializer=keras.initializers.Constant(
+                [1.0] * active + [0.0] * (self.depth - active)
+            ),
+            name="gates",
+        )
+        self._active_variable = add_watched_variable(
+            self,
+            "active_blocks",
+            active,
+            "int32",
+            1,
+            self.depth,
+            _depth_assigned,
+        )
+
+    def grow(self, num_blocks=1, freeze=False):
+        """Activates `num_blocks` more blocks (fewer at full depth).
+
+        Block `active_blocks + k` gets the weights of block `k` (G_stack:
+        the trained stack copied on top of itself, cycling when more
+        blocks grow than are active) and a gate of 0, so the outputs are
+        unchanged. The next step of every model that ran the stack uses
+        the new depth. Inside `fit`, call it from a callback after reading
+        `self.model` (on JAX that syncs the training state).
+
+        Args:
+            num_blocks: Integer >= 1.
+            freeze: Must be False: a stack does not freeze its blocks.
+
+        Returns:
+            The number of blocks that became active.
+        """
+        check_number("num_blocks", num_blocks, low=1, integer=True)
+        if freeze:
+            raise ValueError(
+                f"DynamicStack '{self.name}' does not freeze trained "
+                "blocks. Received: freeze=True. Pass "
+                "`CapacityGrowth(freeze=False)` (the default)."
+            )
+        old = self.active_blocks
+        new = min(self.depth, old + num_blocks)
+        gates = ops.convert_to_numpy(self.gates).copy()
+        for j in range(old, new):
+            self.blocks[j].set_weights(
+                self.blocks[(j - old) % old].get_weights()
+            )
+            gates[j] = 0.0
+        self.gates.assign(gates)
+        self._pristine = False
+        self._active_variable.assign(np.int32(new))
+        links.capacity_changed(self)
+        return new - old
+
+    # Linking and holding ----------------------------------------------
+
+    def linked(self):
+        """Prepares the stack once `link_dynamic_layers` linked it: every
+        block is unmarked, so that the optimizer built next makes slots
+        for all of them."""
+        self._hold_blocks(False)
+
+    def _inactive_variables(self):
+        return [
+            v
+            for block in self.blocks[self.active_blocks :]
+            for v in block.trainable_variables
+        ]
+
+    def _hold_blocks(self, hold):
+        for i, block in enumerate(self.blocks):
+            for variable in block.trainable_variables:
+                variable.overwrite_with_gradient = (
+                    hold and i >= self.active_blocks
+                )
+
+    def call(self, inputs, training=None):
+        links.note_trace(self)
+        hold = bool(training) and self.trainable and links.optimizer_ready(self)
+        self._hold_blocks(hold)
+        x = inputs
+        for i in range(self.active_blocks):
+            h = self.blocks[i](x, training=training)
+            gate = ops.cast(self.gates[i], h.dtype)
+            x = x + gate * (h - x)
+        if hold:
+            held = [v.value for v in self._inactive_variables()]
+            if held:
+                x = hold_gradients(x, *held)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    # Finalize -----------------------------------------------------------
+
+    def finalized_layers(self):
+        """The active blocks as plain layers, with their weights.
+
+        A block whose gate is 1 is returned as a copy of itself; one with
+        another gate `a` as a functional model computing
+        `x + a * (block(x) - x)` from built-in layers.
+        """
+        gates = ops.convert_to_numpy(self.gates)
+        input_shape = self._block_input_shape
+        result = []
+        for i in range(self.active_blocks):
+            (block,) = _copies(self.blocks[i], 1)
+            if not block.built:
+                block.build(input_shape)
+            block.set_weights(self.blocks[i].get_weights())
+            if gates[i] == 1.0:
+                result.append(block)
+                continue
+            inputs = keras.Input(input_shape[1:])
+            change = keras.layers.Subtract()([block(inputs), inputs])
+            scaled = keras.layers.Rescaling(float(gates[i]))(change)
+            outputs = keras.layers.Add()([inputs, scaled])
+            result.append(
+                keras.Model(inputs, outputs, name=f"{self.name}_block_{i}")
+            )
+        return result
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "block": keras.saving.serialize_keras_object(self.blocks[0]),
+                "depth": self.depth,
+                "initial_depth": self.initial_depth,
+                "active_blocks": self.active_blocks,
+            }
+        )
+        return config
