@@ -1,0 +1,153 @@
+"""Depth stacking on a character-level language model, against training
+the deep model from scratch.
+
+Text: the standard library's own source files (no download), read as
+bytes; the last 10% of the text is the validation set. Model: a byte
+embedding with learned positions, causal keras-hub `TransformerDecoder`
+blocks (width 64, 4 heads, feed-forward 128), a softmax over the 256
+bytes; Adam 1e-3, batch 32, windows of 64 bytes.
+
+* `deep`: 4 blocks, trained from scratch for the whole run.
+* `stacked`: `DynamicStack(depth=4, initial_depth=2)`, grown to 4 blocks
+  by `CapacityGrowth(grow_at=[fraction])` (G_stack: the trained blocks
+  copied on top, entering through gates at 0).
+
+It prints, per seed and as medians, the final validation loss of both,
+and the training compute (parameters in use x tokens, summed over the
+epochs) at which the stacked model first comes within 2% of the deep
+model's final validation loss, as a fraction of the deep model's
+compute; "never" if it does not within the run.
+
+    python benchmarks/depth_stacking.py [--seeds 0 1 2] [--epochs 12]
+        [--steps 100] [--grow-at 0.5] [--backend jax]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+CHILD = r"""
+import json, os, sys, sysconfig
+import keras, keras_hub, numpy as np
+import keras_gradnets as kg
+
+kind, seed, epochs, steps, grow_at = sys.argv[1:6]
+seed, epochs, steps = int(seed), int(epochs), int(steps)
+grow_at = float(grow_at)
+names = ["argparse.py", "functools.py", "inspect.py", "typing.py",
+         "dataclasses.py", "pathlib.py", "tarfile.py", "textwrap.py"]
+root = sysconfig.get_paths()["stdlib"]
+text = b"".join(open(os.path.join(root, n), "rb").read() for n in names)
+data = np.frombuffer(text, dtype="uint8").astype("int32")
+cut = int(0.9 * len(data))
+length, batch = 64, 32
+rng = np.random.default_rng(0)
+
+def windows(part, count):
+    starts = rng.integers(0, len(part) - length - 1, size=count)
+    idx = starts[:, None] + np.arange(length + 1)
+    return part[idx[:, :-1]], part[idx[:, 1:]]
+
+train = windows(data[:cut], steps * batch)
+val = windows(data[cut:], 2048)
+
+keras.utils.set_random_seed(seed)
+block = keras_hub.layers.TransformerDecoder(intermediate_dim=128, num_heads=4)
+inputs = keras.Input((length,), dtype="int32")
+h = keras_hub.layers.TokenAndPositionEmbedding(256, length, 64)(inputs)
+if kind == "deep":
+    stack = kg.layers.DynamicStack(block, depth=4, initial_depth=4)
+    callbacks = []
+else:
+    stack = kg.layers.DynamicStack(block, depth=4, initial_depth=2)
+    callbacks = [kg.callbacks.CapacityGrowth(grow_at=[grow_at])]
+h = stack(h)
+outputs = keras.layers.Dense(256)(keras.layers.LayerNormalization()(h))
+model = keras.Model(inputs, outputs)
+model.compile(keras.optimizers.Adam(1e-3),
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+per_block = sum(
+    int(np.prod(v.shape)) for v in stack.blocks[0].trainable_weights)
+rest = model.count_params() - stack.depth * per_block
+compute = []
+
+class Compute(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        params = rest + stack.active_blocks * per_block
+        compute.append(params * steps * batch * length)
+
+history = model.fit(*train, validation_data=val, batch_size=batch,
+                    epochs=epochs, verbose=0, callbacks=[*callbacks, Compute()])
+print(json.dumps({"val_loss": history.history["val_loss"],
+                  "compute": np.cumsum(compute).tolist()}))
+"""
+
+
+def main():
+    import numpy as np
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--grow-at", type=float, default=0.5)
+    parser.add_argument("--backend", default="jax")
+    args = parser.parse_args()
+    env = dict(os.environ, KERAS_BACKEND=args.backend)
+
+    def run(kind, seed):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                kind,
+                str(seed),
+                str(args.epochs),
+                str(args.steps),
+                str(args.grow_at),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    print(
+        f"backend {args.backend}, seeds {args.seeds}, {args.epochs} epochs "
+        f"of {args.steps} steps, growth at {args.grow_at} of the run"
+    )
+    print(f"{'seed':<6}{'deep':>10}{'stacked':>10}  compute to within 2%")
+    finals, fractions = [], []
+    for seed in args.seeds:
+        deep, stacked = run("deep", seed), run("stacked", seed)
+        target = 1.02 * deep["val_loss"][-1]
+        reached = [
+            c
+            for c, v in zip(
+                stacked["compute"], stacked["val_loss"], strict=True
+            )
+            if v <= target
+        ]
+        fraction = reached[0] / deep["compute"][-1] if reached else None
+        fractions.append(fraction)
+        finals.append((deep["val_loss"][-1], stacked["val_loss"][-1]))
+        print(
+            f"{seed:<6}{deep['val_loss'][-1]:>10.4f}"
+            f"{stacked['val_loss'][-1]:>10.4f}  "
+            + ("never" if fraction is None else f"{fraction:.2f}")
+        )
+    deep_median, stacked_median = np.median(finals, axis=0)
+    reached = [f for f in fractions if f is not None]
+    print(
+        f"{'median':<6}{deep_median:>10.4f}{stacked_median:>10.4f}  "
+        f"reached on {len(reached)} of {len(fractions)} seeds"
+        + (f", median {np.median(reached):.2f}" if reached else "")
+    )
+
+
+if __name__ == "__main__":
+    main()
