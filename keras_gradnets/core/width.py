@@ -68,8 +68,9 @@ def _elementwise(layer):
     return isinstance(layer, _ELEMENTWISE)
 
 
-def _keeps_zeros(layer):
-    """Whether `layer` maps a unit that is 0 everywhere to 0."""
+def keeps_zeros(layer):
+    """Whether `layer` maps a unit that is 0 everywhere to 0 at inference:
+    an activation that is 0 at 0, a dropout or a pooling layer."""
     if isinstance(layer, _POOLING):
         return True
     if not _elementwise(layer):
@@ -174,9 +175,7 @@ def _cut_width(layer, pairs, units, rows):
                 _cannot(layer, "its units reach", "the model output")
             if _has_kernel_over(reader, size):
                 rows[id(reader)] = width
-            elif isinstance(reader, keras.layers.Layer) and _keeps_zeros(
-                reader
-            ):
+            elif isinstance(reader, keras.layers.Layer) and keeps_zeros(reader):
                 frontier.append(reader)
             else:
                 _cannot(layer, "its units are read by", reader)

@@ -8,42 +8,21 @@ prepare for training and builds the model's optimizer.
 import contextlib
 
 import keras
-import numpy as np
-from keras import ops
 
 from keras_gradnets.core.walk import reader_pairs
 from keras_gradnets.core.walk import walk_layers
+from keras_gradnets.core.width import keeps_zeros
 from keras_gradnets.dynamic_capacity import links
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 from keras_gradnets.dynamic_capacity.dynamic_stack import DynamicStack
 
 # Finding the readers ------------------------------------------------------
 
-# Layers that compute each channel from the same channel alone, and map a
-# channel that is zero everywhere to zero (so inactive units stay zero
-# through them). `Activation`, `ReLU`, `LeakyReLU` and `ELU` are checked
-# at zero too (`ReLU(threshold=1, negative_slope=0.1)` maps 0 to -0.1).
-_ZERO_KEEPING = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
+# Beyond `keeps_zeros` (activations that are 0 at 0, dropout, pooling):
+# layers that move, pad or copy channels without mixing them.
+_MOVES_CHANNELS = (
     keras.layers.PReLU,
-    keras.layers.Dropout,
-    keras.layers.GaussianDropout,
     keras.layers.Identity,
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.MaxPooling3D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.AveragePooling3D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.GlobalMaxPooling3D,
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalAveragePooling3D,
     keras.layers.ZeroPadding1D,
     keras.layers.ZeroPadding2D,
     keras.layers.ZeroPadding3D,
@@ -55,12 +34,9 @@ _ZERO_KEEPING = (
     keras.layers.UpSampling3D,
     keras.layers.Flatten,
 )
-_CHECKED_AT_ZERO = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-)
+# Layers that keep zeros at inference only: in training they make a zero
+# channel nonzero.
+_NOISY = (keras.layers.GaussianNoise, keras.layers.AlphaDropout)
 
 
 def _channels_last(layer):
@@ -68,13 +44,11 @@ def _channels_last(layer):
 
 
 def _keeps_channels(layer):
-    """Whether `layer` is one of `_ZERO_KEEPING`, channels last."""
-    if not isinstance(layer, _ZERO_KEEPING) or not _channels_last(layer):
+    """Whether a channel that is zero everywhere stays zero, and a channel,
+    through `layer`, in training too (channels last)."""
+    if isinstance(layer, _NOISY) or not _channels_last(layer):
         return False
-    if isinstance(layer, _CHECKED_AT_ZERO):
-        at_zero = layer(ops.zeros((1, 1)), training=False)
-        return not np.any(ops.convert_to_numpy(at_zero))
-    return True
+    return isinstance(layer, _MOVES_CHANNELS) or keeps_zeros(layer)
 
 
 def _reads_units(layer, producer, flattened=False):
@@ -94,8 +68,8 @@ def _reads_units(layer, producer, flattened=False):
 
 def _channel_readers(producer, readers_of):
     """The kernel layers that read `producer`'s units through one or more
-    of `_ZERO_KEEPING`, and the other layers found on the way (`None` for a
-    model output).
+    layers that `_keeps_channels` accepts, and the other layers found on
+    the way (`None` for a model output).
 
     Each such kernel's input row `r` reads unit `r % producer.units`.
     """
