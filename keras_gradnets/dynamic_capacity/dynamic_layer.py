@@ -92,8 +92,10 @@ def _zero_rows_reading(reader, units, start, stop):
     """Zeros the input rows `r` of `reader`'s kernels with
     `start <= r % units < stop`: the rows that read units `start:stop` of a
     layer with `units` units through a `Flatten` or a pooling."""
-    kernels = reader.kernels if isinstance(reader, DynamicLayer) else []
-    for kernel in kernels or [reader.kernel]:
+    kernels = (
+        reader.kernels if isinstance(reader, DynamicLayer) else [reader.kernel]
+    )
+    for kernel in kernels:
         unit = np.arange(kernel.shape[-2]) % units
         keep = ((unit < start) | (unit >= stop))[:, None]
         kernel.assign(kernel * ops.convert_to_tensor(keep, kernel.dtype))

@@ -112,7 +112,6 @@ class DynamicStack(StatefulLayer):
             integer=True,
         )
         self.blocks = _copies(block, self.depth)
-        self._pristine = True
 
     # Capacity ----------------------------------------------------------
 
@@ -139,9 +138,13 @@ class DynamicStack(StatefulLayer):
         for block in self.blocks:
             if not block.built:
                 block.build(input_shape)
-        output_shape = self.blocks[0].compute_output_spec(
-            keras.KerasTensor(input_shape, dtype=self.compute_dtype)
-        ).shape
+        output_shape = (
+            self.blocks[0]
+            .compute_output_spec(
+                keras.KerasTensor(input_shape, dtype=self.compute_dtype)
+            )
+            .shape
+        )
         if tuple(output_shape) != tuple(input_shape):
             raise ValueError(
                 f"DynamicStack '{self.name}' needs a block whose output has "
@@ -201,7 +204,6 @@ class DynamicStack(StatefulLayer):
             )
             gates[j] = 0.0
         self.gates.assign(gates)
-        self._pristine = False
         self._active_variable.assign(np.int32(new))
         links.capacity_changed(self)
         return new - old
@@ -214,33 +216,36 @@ class DynamicStack(StatefulLayer):
         for all of them."""
         self._hold_blocks(False)
 
-    def _inactive_variables(self):
-        return [
-            v
-            for block in self.blocks[self.active_blocks :]
-            for v in block.trainable_variables
-        ]
-
     def _hold_blocks(self, hold):
-        for i, block in enumerate(self.blocks):
-            for variable in block.trainable_variables:
-                variable.overwrite_with_gradient = (
-                    hold and i >= self.active_blocks
-                )
+        """Marks the inactive blocks' variables `overwrite_with_gradient`
+        (or unmarks every block) and returns the marked ones. The marks
+        depend only on `hold` and the depth, so a call at the same depth
+        (every eager torch step) reuses them."""
+        key = (hold, self.active_blocks)
+        # In `__dict__`, out of Keras's tracking of layer attributes.
+        last_key, held = self.__dict__.get("_held_blocks", (None, []))
+        if last_key != key:
+            held = []
+            for i, block in enumerate(self.blocks):
+                marked = hold and i >= self.active_blocks
+                for variable in block.trainable_variables:
+                    variable.overwrite_with_gradient = marked
+                    if marked:
+                        held.append(variable)
+            self.__dict__["_held_blocks"] = (key, held)
+        return held
 
     def call(self, inputs, training=None):
         links.note_trace(self)
         hold = bool(training) and self.trainable and links.optimizer_ready(self)
-        self._hold_blocks(hold)
+        held = self._hold_blocks(hold)
         x = inputs
         for i in range(self.active_blocks):
             h = self.blocks[i](x, training=training)
             gate = ops.cast(self.gates[i], h.dtype)
             x = x + gate * (h - x)
-        if hold:
-            held = [v.value for v in self._inactive_variables()]
-            if held:
-                x = hold_gradients(x, *held)
+        if held:
+            x = hold_gradients(x, *[v.value for v in held])
         return x
 
     def compute_output_shape(self, input_shape):
