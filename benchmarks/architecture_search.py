@@ -5,11 +5,15 @@ each hidden layer 8, 16, 32 or 64 units wide: 84 architectures):
 
 * keras-tuner `RandomSearch`, `--trials` models trained from scratch for
   `--epochs` epochs each, as a user would run it;
+* keras-tuner `Hyperband` with `max_epochs=--epochs` (its default
+  `factor=3`, one iteration), as a user would run it;
 * one `fit` of keras_gradnets' joint depth and width model (Grathwohl et
   al.: a `ConcreteDepth` over a head per block, a `ConcreteWidth` per
-  hidden layer, the temperature annealed from 0.1 to 1e-3) for the same
+  hidden layer, `TemperatureScheduler()`'s defaults) for the same
   `--epochs`, then `finalize` to the chosen plain network, evaluated as it
-  comes out and after `--finetune` more epochs of plain training.
+  comes out, after `--finetune` more epochs of plain training, and
+  retrained from scratch for `--epochs` epochs (timed without the
+  finetuning).
 
 It prints, per method, the chosen architecture, its validation accuracy,
 its parameter count and the total wall time, side by side in one run.
@@ -70,7 +74,7 @@ def describe(model):
     return "-".join(str(x.units) for x in dense[:-1])
 
 
-def keras_tuner_search(x, y, x_val, y_val, trials, epochs, seed):
+def keras_tuner_search(tuner_name, x, y, x_val, y_val, trials, epochs, seed):
     import keras_tuner
 
     def build(hp):
@@ -79,15 +83,19 @@ def keras_tuner_search(x, y, x_val, y_val, trials, epochs, seed):
             [hp.Choice(f"width_{i}", WIDTHS) for i in range(depth)]
         )
 
+    if tuner_name == "RandomSearch":
+        budget = {"max_trials": trials}
+    else:
+        budget = {"max_epochs": epochs}
     with tempfile.TemporaryDirectory() as directory:
-        tuner = keras_tuner.RandomSearch(
+        tuner = getattr(keras_tuner, tuner_name)(
             build,
             objective="val_accuracy",
-            max_trials=trials,
             seed=seed,
             directory=directory,
             project_name="digits",
             overwrite=True,
+            **budget,
         )
         start = time.perf_counter()
         tuner.search(
@@ -133,17 +141,31 @@ def concrete_search(x, y, x_val, y_val, epochs, finetune, gamma, seed):
     searched = time.perf_counter() - start
     accuracy = plain.evaluate(x_val, y_val, verbose=0)[1]
     plain.fit(x, y, epochs=finetune, batch_size=BATCH, verbose=0)
-    seconds = time.perf_counter() - start
+    tuned_seconds = time.perf_counter() - start
     tuned = plain.evaluate(x_val, y_val, verbose=0)[1]
-    return (
-        describe(plain),
-        accuracy,
-        tuned,
-        plain.count_params(),
-        model.count_params(),
-        searched,
-        seconds,
-    )
+    # The usual last step of an architecture search: the chosen network
+    # trained from scratch, as long as every keras-tuner trial.
+    fresh = compile_model(keras.models.clone_model(plain))
+    fresh.fit(x, y, epochs=epochs, batch_size=BATCH, verbose=0)
+    retrained_seconds = time.perf_counter() - start - (tuned_seconds - searched)
+    return {
+        "chosen": describe(plain),
+        "params": plain.count_params(),
+        "search params": model.count_params(),
+        "rows": [
+            ("keras_gradnets, one fit, finalized", accuracy, searched),
+            (
+                f"  + {finetune} epochs of the finalized model",
+                tuned,
+                tuned_seconds,
+            ),
+            (
+                f"  or retrained from scratch, {epochs} epochs",
+                fresh.evaluate(x_val, y_val, verbose=0)[1],
+                retrained_seconds,
+            ),
+        ],
+    }
 
 
 def main():
@@ -162,7 +184,7 @@ def main():
         f"{WIDTHS} ({sum(len(WIDTHS) ** d for d in range(1, DEPTH + 1))} "
         f"architectures) | {args.epochs} epochs per model"
     )
-    arch, acc, tuned, params, full, searched, seconds = concrete_search(
+    ours = concrete_search(
         x,
         y,
         x_val,
@@ -172,30 +194,34 @@ def main():
         (args.depth_gamma, args.width_gamma),
         args.seed,
     )
-    keras.utils.set_random_seed(args.seed)
-    kt = keras_tuner_search(
-        x, y, x_val, y_val, args.trials, args.epochs, args.seed
-    )
+    tuners = {}
+    for name in ("RandomSearch", "Hyperband"):
+        keras.utils.set_random_seed(args.seed)
+        tuners[name] = keras_tuner_search(
+            name, x, y, x_val, y_val, args.trials, args.epochs, args.seed
+        )
     print(
         f"{'method':<44} {'chosen':>9} {'val acc':>8} {'params':>7} "
         f"{'wall s':>7}"
     )
-    print(
-        f"{f'keras-tuner RandomSearch, {args.trials} trials':<44} "
-        f"{kt[0]:>9} {kt[1]:>8.4f} {kt[2]:>7} {kt[3]:>7.1f}"
-    )
-    print(
-        f"{'keras_gradnets, one fit, finalized':<44} {arch:>9} {acc:>8.4f} "
-        f"{params:>7} {searched:>7.1f}"
-    )
-    print(
-        f"{f'  + {args.finetune} epochs of the finalized model':<44} "
-        f"{arch:>9} {tuned:>8.4f} {params:>7} {seconds:>7.1f}"
-    )
-    print(
-        f"search model {full} params; wall time ratio keras-tuner / "
-        f"keras_gradnets (with fine-tuning): {kt[3] / seconds:.1f}"
-    )
+    for name, (chosen, accuracy, count, wall) in tuners.items():
+        label = f"keras-tuner {name}" + (
+            f", {args.trials} trials" if name == "RandomSearch" else ""
+        )
+        print(
+            f"{label:<44} {chosen:>9} {accuracy:>8.4f} {count:>7} {wall:>7.1f}"
+        )
+    for label, accuracy, wall in ours["rows"]:
+        print(
+            f"{label:<44} {ours['chosen']:>9} {accuracy:>8.4f} "
+            f"{ours['params']:>7} {wall:>7.1f}"
+        )
+    for label, _, wall in ours["rows"][1:]:
+        ratios = ", ".join(
+            f"{name} {result[3] / wall:.1f}" for name, result in tuners.items()
+        )
+        print(f"wall time keras-tuner / ({label.strip()}): {ratios}")
+    print(f"search model {ours['search params']} params")
 
 
 if __name__ == "__main__":

@@ -186,7 +186,11 @@ def test_large_gamma_shrinks_the_architecture_and_zero_does_not(
             batch_size=64,
             epochs=4,
             verbose=0,
-            callbacks=[TemperatureScheduler(0.5, 0.1)],
+            # The paper's setting: no warm-up, the logits at the weights'
+            # learning rate.
+            callbacks=[
+                TemperatureScheduler(0.5, 0.1, warmup_steps=0, logits_scale=1.0)
+            ],
         )
         (layer,) = [
             x
@@ -196,6 +200,57 @@ def test_large_gamma_shrinks_the_architecture_and_zero_does_not(
         expected[gamma] = layer.expected_size()
     assert expected[large] < expected[0.0] - 0.25 * (start - smallest)
     assert expected[large] < start - 0.25 * (start - smallest)
+
+
+def _spirals(n, seed, turns):
+    """Two interleaved spirals: a task where depth matters."""
+    rng = np.random.default_rng(seed)
+    angle = np.sqrt(rng.uniform(0.05, 1.0, n)) * turns * 2 * np.pi
+    label = rng.integers(0, 2, n)
+    radius = angle / (turns * 2 * np.pi)
+    angle = angle + np.pi * label
+    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    return (x + rng.normal(0.0, 0.05, x.shape)).astype("float32"), label
+
+
+def test_without_penalty_the_search_picks_the_best_plain_depth():
+    """`benchmarks/search_bias.py` at test size: with `gamma=0` and the
+    scheduler's defaults, the chosen depth is the best plain network's."""
+    # Plain networks of depth 1, 2, 3 score about 0.63, 0.82 and 0.96.
+    x, y = _spirals(1000, seed=0, turns=2.0)
+    x_val, y_val = _spirals(1000, seed=1, turns=2.0)
+    kwargs = dict(batch_size=32, epochs=30, verbose=0)
+
+    def blocks(depth):
+        return [keras.layers.Dense(16, activation="relu") for _ in range(depth)]
+
+    accuracies = []
+    for depth in (1, 2, 3):
+        keras.utils.set_random_seed(0)
+        plain = _compile(
+            keras.Sequential(
+                [keras.Input((2,)), *blocks(depth), keras.layers.Dense(2)]
+            ),
+            keras.optimizers.Adam(3e-3),
+            metrics=["accuracy"],
+        )
+        plain.fit(x, y, **kwargs)
+        accuracies.append(plain.evaluate(x_val, y_val, verbose=0)[1])
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((2,))
+    heads = layers.attach_heads(
+        inputs, blocks(3), head=keras.layers.Dense(2, name="head")
+    )
+    model = _compile(
+        keras.Model(inputs, layers.ConcreteDepth(seed=0)(heads)),
+        keras.optimizers.Adam(3e-3),
+    )
+    model.fit(x, y, callbacks=[TemperatureScheduler()], **kwargs)
+    depth = [x for x in model.layers if isinstance(x, layers.ConcreteDepth)]
+    assert depth[0].chosen_depth() == int(np.argmax(accuracies)) + 1, (
+        accuracies,
+        depth[0].probabilities(),
+    )
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5])
@@ -242,13 +297,124 @@ def test_compiled_step_uses_the_temperature_of_the_step(jit_compile):
         batch_size=4,
         epochs=2,
         verbose=0,
-        callbacks=[TemperatureScheduler(1.0, 1e-2), recorder],
+        callbacks=[TemperatureScheduler(1.0, 1e-2, warmup_steps=0), recorder],
     )
     expected = [10 ** (-2 * t / 5) for t in range(6)]
     assert recorder.values == pytest.approx(expected, rel=1e-5)
     assert history.history["temperature"] == pytest.approx(
         [expected[2], expected[5]], rel=1e-5
     )
+
+
+class LogitsScaleProbe(layers.ConcreteWidth):
+    """Outputs the `logits_scale` its call uses, in every unit."""
+
+    def call(self, inputs, training=None):
+        scale = ops.cast(self.logits_scale, inputs.dtype)
+        return inputs * 0 + scale + 0 * ops.sum(self.logits)
+
+
+@pytest.mark.parametrize("jit_compile", jit_modes())
+@pytest.mark.parametrize("probe_type", [TemperatureProbe, LogitsScaleProbe])
+def test_compiled_step_uses_the_warmup(probe_type, jit_compile):
+    model = temperature_probe_model(probe_type(name="probe"))
+    model.compile(
+        keras.optimizers.SGD(0.0),
+        "mse",
+        metrics=[LastBatchMean()],
+        jit_compile=jit_compile,
+    )
+    recorder = BatchRecorder("last_mean")
+    scheduler = TemperatureScheduler(
+        1.0, 1e-2, warmup_steps=2, logits_scale=4.0
+    )
+    history = model.fit(
+        np.ones((12, 3), "float32"),
+        np.ones((12, 3), "float32"),
+        batch_size=4,
+        epochs=2,
+        verbose=0,
+        callbacks=[scheduler, recorder],
+    )
+    # Two warm-up steps at the start temperature with logits_scale 0, then
+    # the decay over the 3 steps left after the first one of it.
+    temperatures = [1.0, 1.0] + [10 ** (-2 * t / 3) for t in range(4)]
+    scales = [0.0, 0.0, 4.0, 4.0, 4.0, 4.0]
+    expected = temperatures if probe_type is TemperatureProbe else scales
+    assert recorder.values == pytest.approx(expected, rel=1e-5)
+    assert history.history["logits_scale"] == [4.0, 4.0]
+
+
+def test_warmup_samples_uniformly_and_keeps_the_logits():
+    layer = layers.ConcreteDepth(seed=2, logits_scale=0.0)
+    layer.build([(None, 1)] * 3)
+    layer.logits.assign([6.0, 0.0, 0.0])
+    choices = [int(np.argmax(_np(layer.sample()))) for _ in range(600)]
+    counts = np.bincount(choices, minlength=3)
+    # Uniform: 200 each; at scale 1 choice 0 would take ~99% of them.
+    assert counts.min() > 150, counts
+    np.testing.assert_allclose(layer.probabilities(), [1 / 3] * 3, atol=1e-6)
+    layer.logits_scale.assign(1.0)
+    assert layer.probabilities()[0] > 0.99
+
+    x, y = _digits(64)
+    model = _width_model(0.0)
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        verbose=0,
+        callbacks=[TemperatureScheduler(warmup_steps=10**6)],
+    )
+    (width,) = [x for x in model.layers if isinstance(x, layers.ConcreteWidth)]
+    np.testing.assert_array_equal(_np(width.logits), 0.0)
+    assert width.state_value("logits_scale") == 0.0
+
+
+def test_logits_scale_multiplies_the_logits_step():
+    x, y = _digits(32)
+
+    def logits_step(scale):
+        keras.utils.set_random_seed(3)
+        model = _width_model(1e-2, seed=1)
+        model.compile(
+            keras.optimizers.SGD(0.1),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        (width,) = [
+            x for x in model.layers if isinstance(x, layers.ConcreteWidth)
+        ]
+        model.fit(
+            x,
+            y,
+            batch_size=32,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[
+                TemperatureScheduler(warmup_steps=0, logits_scale=scale)
+            ],
+        )
+        return _np(width.logits)
+
+    # From logits 0 the sample and its gradient do not depend on the scale,
+    # so the SGD step on the logits is the scale times the plain one.
+    one = logits_step(1.0)
+    assert np.abs(one).max() > 0
+    np.testing.assert_allclose(logits_step(4.0), 4 * one, rtol=1e-4, atol=1e-7)
+
+
+def test_an_undecided_search_warns():
+    x, y = _digits(64)
+    model = _width_model(0.0)
+    with pytest.warns(UserWarning, match="undecided"):
+        model.fit(
+            x,
+            y,
+            epochs=1,
+            verbose=0,
+            callbacks=[TemperatureScheduler(warmup_steps=10**6)],
+        )
 
 
 def test_logs_hold_the_architecture_distribution():
@@ -276,9 +442,14 @@ def test_logs_hold_the_architecture_distribution():
     assert logs["expected_depth"][-1] == pytest.approx(
         model.get_layer("depth").expected_depth()
     )
+    assert logs["depth_probability"][-1] == pytest.approx(
+        model.get_layer("depth").probabilities().max()
+    )
+    assert logs["logits_scale"][-1] == 3.0
     for name in ("w0", "w1"):
         assert logs[f"width_{name}"][-1] in (4, 8)
         assert 4 <= logs[f"expected_width_{name}"][-1] <= 8
+        assert 0.5 <= logs[f"width_probability_{name}"][-1] <= 1
 
 
 def test_whole_fit_needs_a_known_length():
@@ -298,7 +469,7 @@ def test_whole_fit_needs_a_known_length():
         steps_per_epoch=2,
         epochs=1,
         verbose=0,
-        callbacks=[TemperatureScheduler(decay_steps=4)],
+        callbacks=[TemperatureScheduler(decay_steps=4, warmup_steps=0)],
     )
     (width,) = [x for x in model.layers if isinstance(x, layers.ConcreteWidth)]
     assert width.state_value("temperature") == pytest.approx(
@@ -336,6 +507,8 @@ def test_resume_after_save_matches_an_uninterrupted_run(tmp_path):
     assert restored.state_value("temperature") == width.state_value(
         "temperature"
     )
+    # In the warm-up (the first 8 of 16 steps), which resumes with it.
+    assert restored.state_value("logits_scale") == 0.0
     loaded.fit(
         x,
         y,
@@ -552,7 +725,7 @@ class LayerTest(testing.TestCase):
             input_shape=(2, 3),
             expected_output_shape=(2, 3),
             expected_num_trainable_weights=1,
-            expected_num_non_trainable_weights=1,
+            expected_num_non_trainable_weights=2,
             expected_num_seed_generators=1,
             expected_num_losses=1,
             supports_masking=False,
@@ -565,7 +738,7 @@ class LayerTest(testing.TestCase):
             input_shape=[(2, 3), (2, 3), (2, 3)],
             expected_output_shape=(2, 3),
             expected_num_trainable_weights=1,
-            expected_num_non_trainable_weights=1,
+            expected_num_non_trainable_weights=2,
             expected_num_seed_generators=1,
             # Keras's training check cannot feed a list of inputs on
             # TensorFlow; test_gradient_reaches_the_logits_and_is_finite

@@ -38,6 +38,10 @@ class ConcreteDepth(ConcreteLayer):
             `None`.
         temperature: Float >= 0, the initial temperature. Defaults to `0.1`,
             where the paper's annealing starts.
+        logits_scale: Float >= 0, the initial `s` of `q = softmax(s *
+            logits)`: 0 samples the choices uniformly (a warm-up), larger
+            values make the distribution learn faster. Defaults to `1.0`;
+            `TemperatureScheduler` sets it during `fit`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:

@@ -28,6 +28,17 @@ class ConcreteLayer(StatefulLayer):
     Gumbel-max sample (with no gradient to the logits). At inference the
     layer uses the most probable choice, `argmax(logits)`.
 
+    `logits_scale`, the layer's second declared state (a float32 >= 0),
+    multiplies the logits wherever they are used: `q = softmax(s * logits)`.
+    At `s = 0` the samples are uniform over the choices and the logits get
+    no gradient: the warm-up in which the shared weights train under
+    uniformly sampled architectures before the distribution learns
+    (Cai et al., once-for-all, section 3.2; Wan et al., FBNetV2). For
+    `s > 0` the gradient of the logits is scaled by `s` too, so under a
+    scale-invariant optimizer (Adam, RMSprop) the distribution learns `s`
+    times as fast as the weights (`s**2` under SGD): the architecture's
+    own learning rate, within the model's single optimizer.
+
     The complexity penalty `gamma * E_q[r]` (Eqn 2, 4) is added with
     `add_loss` on every call, with `r` the choice's size.
 
@@ -35,14 +46,17 @@ class ConcreteLayer(StatefulLayer):
     choice (a width, a depth).
     """
 
-    state_ranges = {"temperature": (0, None)}
+    state_ranges = {"temperature": (0, None), "logits_scale": (0, None)}
 
-    def __init__(self, gamma=0.0, seed=None, temperature=0.1, **kwargs):
+    def __init__(
+        self, gamma=0.0, seed=None, temperature=0.1, logits_scale=1.0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.gamma = float(check_number("gamma", gamma, low=0))
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.temperature = self.add_state("temperature", temperature)
+        self.logits_scale = self.add_state("logits_scale", logits_scale)
 
     def build_logits(self, sizes):
         """Creates the logits over choices of the given `sizes`."""
@@ -59,14 +73,18 @@ class ConcreteLayer(StatefulLayer):
             maxval=1.0 - _EPS,
             seed=self.seed_generator,
         )
-        perturbed = ops.cast(self.logits, "float32") - ops.log(
-            -ops.log(uniform)
-        )
+        perturbed = self._scaled_logits() - ops.log(-ops.log(uniform))
         # Shifting the maximum to 0 keeps the division finite at any
         # temperature; the softmax is unchanged.
         perturbed = perturbed - ops.stop_gradient(ops.max(perturbed))
         temperature = ops.maximum(ops.cast(self.temperature, "float32"), _TINY)
         return ops.softmax(perturbed / temperature)
+
+    def _scaled_logits(self):
+        """`s * logits`, in float32: the logits of `q`."""
+        return ops.cast(self.logits_scale, "float32") * ops.cast(
+            self.logits, "float32"
+        )
 
     def most_probable(self):
         """The one-hot vector of the most probable choice (float32)."""
@@ -75,13 +93,17 @@ class ConcreteLayer(StatefulLayer):
     def add_penalty(self):
         """Adds `gamma * E_q[size]` to the model's losses."""
         if self.gamma > 0:
-            probabilities = ops.softmax(ops.cast(self.logits, "float32"))
+            probabilities = ops.softmax(self._scaled_logits())
             sizes = ops.convert_to_tensor(self.sizes, "float32")
             self.add_loss(self.gamma * ops.sum(probabilities * sizes))
 
     def probabilities(self):
         """`q`, the probability of each choice, as a NumPy array."""
-        return ops.convert_to_numpy(ops.softmax(self.logits))
+        return ops.convert_to_numpy(ops.softmax(self._scaled_logits()))
+
+    def top_probability(self):
+        """The probability of the most probable choice, as a Python float."""
+        return float(np.max(self.probabilities()))
 
     def expected_size(self):
         """`E_q[size]`, as a Python float."""
@@ -97,4 +119,5 @@ class ConcreteLayer(StatefulLayer):
             "gamma": self.gamma,
             "seed": self.seed,
             "temperature": self.state_value("temperature"),
+            "logits_scale": self.state_value("logits_scale"),
         }

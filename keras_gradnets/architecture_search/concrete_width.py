@@ -76,6 +76,10 @@ class ConcreteWidth(ConcreteLayer):
             `None`.
         temperature: Float >= 0, the initial temperature. Defaults to `0.1`,
             where the paper's annealing starts.
+        logits_scale: Float >= 0, the initial `s` of `q = softmax(s *
+            logits)`: 0 samples the choices uniformly (a warm-up), larger
+            values make the distribution learn faster. Defaults to `1.0`;
+            `TemperatureScheduler` sets it during `fit`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -102,10 +106,20 @@ class ConcreteWidth(ConcreteLayer):
     """
 
     def __init__(
-        self, widths=None, gamma=0.0, seed=None, temperature=0.1, **kwargs
+        self,
+        widths=None,
+        gamma=0.0,
+        seed=None,
+        temperature=0.1,
+        logits_scale=1.0,
+        **kwargs,
     ):
         super().__init__(
-            gamma=gamma, seed=seed, temperature=temperature, **kwargs
+            gamma=gamma,
+            seed=seed,
+            temperature=temperature,
+            logits_scale=logits_scale,
+            **kwargs,
         )
         self.widths = _check_widths(widths)
 
