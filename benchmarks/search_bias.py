@@ -26,6 +26,7 @@ network, how many seeds came within 1 point of it, and the collapses:
 networks below every plain network.
 
     KERAS_BACKEND=jax python benchmarks/search_bias.py [--seeds 0 1 2 3 4]
+        [--settings 0:1 default 480:10 960:default ...]
 """
 
 import argparse
@@ -116,7 +117,7 @@ def main():
     parser.add_argument(
         "--settings",
         nargs="+",
-        default=["0:1", "0:10", "0:30", "default", "default:30"],
+        default=["0:1", "default"],
     )
     args = parser.parse_args()
     x, y = spirals(2000, seed=100)

@@ -446,6 +446,27 @@ def test_mollified_file_of_version_0_2_loads(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_concrete_file_of_version_0_2_loads(tmp_path):
+    # Version 0.2 had no `logits_scale`, the last variable: the logits were
+    # used at scale 1.
+    model, _ = _model_with("width")
+    width = model.get_layer("width")
+    width.logits.assign([0.5, -0.5])
+    width.logits_scale.assign(0.0)
+    path = os.path.join(tmp_path, "old.weights.h5")
+    model.save_weights(path)
+    with h5py.File(path, "r+") as f:
+        group = f["layers/concrete_width/vars"]
+        count = sum(key.isdigit() for key in group)
+        del group[str(count - 1)]
+    loaded, _ = _model_with("width")
+    loaded.load_weights(path)
+    layer = loaded.get_layer("width")
+    np.testing.assert_array_equal(_np(layer.logits), [0.5, -0.5])
+    assert layer.state_value("temperature") == 0.5
+    assert layer.state_value("logits_scale") == 1.0
+
+
 # A refused state change leaves everything as it was, on every path --------
 
 

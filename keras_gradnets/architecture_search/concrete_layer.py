@@ -113,6 +113,16 @@ class ConcreteLayer(StatefulLayer):
         """The index of the most probable choice, as a Python int."""
         return int(np.argmax(ops.convert_to_numpy(self.logits)))
 
+    def load_own_variables(self, store):
+        count = sum(key.isdigit() for key in store.keys())
+        variables = self._trainable_variables + self._non_trainable_variables
+        if count == len(variables) - 1 and variables[-1] is self.logits_scale:
+            # A file saved by version 0.2, before `logits_scale`: the
+            # logits were used as they are, at scale 1.
+            store = {key: store[key] for key in store.keys()}
+            store[str(count)] = np.float32(1.0)
+        super().load_own_variables(store)
+
     def get_config(self):
         return {
             **super().get_config(),
