@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_gradnets.core.processes import gather_from_processes
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 
 
@@ -13,6 +14,12 @@ def activation_stats(model, x, layers=None):
     strength of its contribution; the thesis (section 4.3) grows the layers
     where it is largest. For a dynamic layer only the active units count,
     since the inactive ones are zero by construction.
+
+    With several processes (JAX, `keras.distribution`), every process
+    measures its own `x` and the statistics are those of all the processes'
+    batches together, the same on every process, so that the decisions
+    made from them (`CapacityGrowth(select="activation_std")`) agree. Every
+    process must then call it with the same layers.
 
     Args:
         model: A built Sequential or functional `keras.Model`.
@@ -37,11 +44,12 @@ def activation_stats(model, x, layers=None):
             for layer in model.layers
             if not isinstance(layer, keras.layers.InputLayer)
         ]
-    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    probe = keras.Model(inputs, [layer.output for layer in layers])
     outputs = probe(x, training=False)
     if len(layers) == 1:
         outputs = [outputs]
-    stats = {}
+    moments = []
     for layer, output in zip(layers, outputs, strict=True):
         value = keras.ops.convert_to_numpy(output).astype("float64")
         if isinstance(layer, DynamicLayer):
@@ -51,8 +59,15 @@ def activation_stats(model, x, layers=None):
                 else -1
             )
             value = np.take(value, range(layer.active_units), axis=axis)
-        stats[layer.name] = {
-            "mean": float(value.mean()),
-            "std": float(value.std()),
-        }
-    return stats
+        moments.append([value.size, value.mean(), value.var()])
+    # Each process's count, mean and variance, combined over processes.
+    count, mean, variance = np.moveaxis(
+        gather_from_processes(np.array(moments, "float64")), -1, 0
+    )
+    total = count.sum(axis=0)
+    overall = (count * mean).sum(axis=0) / total
+    spread = (count * (variance + (mean - overall) ** 2)).sum(axis=0) / total
+    return {
+        layer.name: {"mean": float(m), "std": float(np.sqrt(v))}
+        for layer, m, v in zip(layers, overall, spread, strict=True)
+    }

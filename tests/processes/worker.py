@@ -1,0 +1,110 @@
+"""One process of a two-process JAX run over 127.0.0.1.
+
+`tests/test_processes.py` starts two of these:
+`python -m tests.processes.worker <process id> <port> <probe>`. Each joins
+the run (gloo collectives, one CPU device per process), sets Keras's
+`DataParallel` over both processes' devices, runs the probe on data of its
+own, and prints the probe's result as JSON on its last line.
+"""
+
+import json
+import sys
+
+import numpy as np
+
+# Process 0's inputs reach the layer "left" at 3 times the scale of the
+# layer "right"; process 1's reach "right" at twice the scale of "left".
+SCALES = {0: (3.0, 1.0), 1: (1.0, 2.0)}
+
+
+def local_data(process_id, n=64):
+    """This process's inputs `[a, b]` and targets: other draws, and other
+    scales, on each process."""
+    rng = np.random.default_rng(process_id)
+    a, b = (
+        (rng.normal(size=(n, 4)) * scale).astype("float32")
+        for scale in SCALES[process_id]
+    )
+    return [a, b], rng.normal(size=(n, 1)).astype("float32")
+
+
+def two_branch_model():
+    """`a -> DynamicDense "left"`, `b -> DynamicDense "right"`, joined:
+    the same model on every process (same seed)."""
+    import keras
+
+    from keras_gradnets.layers import DynamicDense
+
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    left = DynamicDense(
+        8, chunks=2, activation="relu", growth_init="random", name="left"
+    )(a)
+    right = DynamicDense(
+        8, chunks=2, activation="relu", growth_init="random", name="right"
+    )(b)
+    joined = keras.layers.Concatenate()([left, right])
+    model = keras.Model([a, b], keras.layers.Dense(1, name="out")(joined))
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    return model
+
+
+def activation_std(process_id):
+    """The statistics `CapacityGrowth(select="activation_std")` decides
+    from, measured on this process's data."""
+    from keras_gradnets import analysis
+
+    x, _ = local_data(process_id)
+    return analysis.activation_stats(two_branch_model(), x)
+
+
+def growth(process_id):
+    """`CapacityGrowth(select="activation_std")` in a `fit` over both
+    processes, each feeding its own half of every global batch and
+    measuring its own data: which layer grew, at which step, and the
+    weights at the end."""
+    from keras_gradnets.callbacks import CapacityGrowth
+
+    model = two_branch_model()
+    x, y = local_data(process_id)
+    callback = CapacityGrowth(select="activation_std", data=x, grow_at=[1])
+    model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[callback],
+    )
+    return {
+        "events": callback.events,
+        "weights": [w.tolist() for w in model.get_weights()],
+    }
+
+
+PROBES = {"activation_std": activation_std, "growth": growth}
+
+
+def main():
+    process_id, port, probe = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=f"127.0.0.1:{port}",
+        num_processes=2,
+        process_id=process_id,
+        initialization_timeout=60,
+    )
+    import keras
+
+    distribution = keras.distribution.DataParallel(devices=jax.devices())
+    # Each process feeds its own part of every global batch.
+    distribution.auto_shard_dataset = False
+    keras.distribution.set_distribution(distribution)
+    print(json.dumps(PROBES[probe](process_id)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

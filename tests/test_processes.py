@@ -1,0 +1,108 @@
+"""Training across processes: two JAX processes over 127.0.0.1.
+
+Each test starts two `tests/processes/worker.py` processes on a free
+port, with a bounded timeout, ends them by their PID, and compares what
+they report with each other and with this single process. JAX only:
+Keras 3 trains on one process with TensorFlow (its multi-worker strategy
+fails in Keras itself, keras-team/keras#20585) and torch.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tests.processes import worker
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="Keras 3 trains across processes on JAX only",
+)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 120
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_processes(probe):
+    """The JSON results of `probe` on processes 0 and 1."""
+    port = str(free_port())
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "",
+    }
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.processes.worker",
+                str(i),
+                port,
+                probe,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for i in range(2)
+    ]
+    outputs = []
+    try:
+        for process in workers:
+            out, err = process.communicate(timeout=TIMEOUT)
+            assert process.returncode == 0, err[-3000:]
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    return outputs
+
+
+def test_activation_statistics_agree_across_processes():
+    from keras_gradnets import analysis
+
+    first, second = run_processes("activation_std")
+    # The same numbers on both processes, bit for bit ...
+    assert first == second
+    # ... those of both processes' batches together ...
+    model = worker.two_branch_model()
+    (a0, b0), _ = worker.local_data(0)
+    (a1, b1), _ = worker.local_data(1)
+    both = [np.concatenate([a0, a1]), np.concatenate([b0, b1])]
+    expected = analysis.activation_stats(model, both)
+    for name, stats in expected.items():
+        assert first[name] == pytest.approx(stats, rel=1e-6), name
+    # ... where each process's own batch ranks the layers otherwise.
+    for process_id, larger in ((0, "left"), (1, "right")):
+        alone = analysis.activation_stats(
+            model, worker.local_data(process_id)[0]
+        )
+        assert max(alone, key=lambda k: alone[k]["std"]) == larger
+    assert first["left"]["std"] > first["right"]["std"]
+
+
+def test_growth_by_activation_std_agrees_across_processes():
+    first, second = run_processes("growth")
+    # Process 1's own data would grow "right": both grow "left".
+    assert first["events"] == second["events"]
+    assert [event["layers"] for event in first["events"]] == [["left"]]
+    for a, b in zip(first["weights"], second["weights"], strict=True):
+        np.testing.assert_array_equal(a, b)
