@@ -4,6 +4,7 @@ import warnings
 
 import keras
 
+from keras_gradnets.core.processes import local_to_this_process
 from keras_gradnets.core.rewrite import Rewriter
 from keras_gradnets.core.rewrite import check_rewritable
 from keras_gradnets.core.state import declares_state
@@ -204,7 +205,9 @@ def finalize(model):
 
     Returns:
         A new `keras.Model` made of built-in Keras layers (and any custom
-        layers `model` already had).
+        layers `model` already had). When several JAX processes train
+        `model` under a `keras.distribution`, it is built on the calling
+        process's devices only, so one process can finalize alone.
 
     Raises:
         ValueError: naming the layer and the value, if a layer's state is
@@ -222,7 +225,8 @@ def finalize(model):
     if not hasattr(model, "finalized_layers"):
         check_rewritable(model)
     _warn_if_never_annealed(model)
-    return _Finalizer(model).rewrite(model)
+    with local_to_this_process():
+        return _Finalizer(model).rewrite(model)
 
 
 def _warn_if_never_annealed(model):

@@ -34,14 +34,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_processes(probe):
-    """The JSON results of `probe` on processes 0 and 1."""
+def run_processes(probe, directory=""):
+    """The JSON results of `probe` on processes 0 and 1, which write their
+    files into `directory`."""
     port = str(free_port())
     env = {
         **os.environ,
         "KERAS_BACKEND": "jax",
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": "",
+        "WORKER_DIR": str(directory),
     }
     workers = [
         subprocess.Popen(
@@ -106,3 +108,32 @@ def test_growth_by_activation_std_agrees_across_processes():
     assert [event["layers"] for event in first["events"]] == [["left"]]
     for a, b in zip(first["weights"], second["weights"], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("probe", ["finalize_on_one", "finalize_on_every"])
+def test_finalize_while_the_distribution_is_set(probe, tmp_path):
+    import keras_gradnets as kg
+
+    first, second = run_processes(probe, tmp_path)
+    assert first["weights"] == second["weights"]
+    assert first["dynamic_layers"] == []
+    # This process, with the trained weights, finalizes to the same outputs.
+    model = worker.two_branch_model()
+    model.set_weights([np.asarray(w) for w in first["weights"]])
+    x, _ = worker.local_data(0)
+    expected = kg.finalize(model).predict(x, verbose=0)
+    np.testing.assert_allclose(first["outputs"], expected, atol=1e-6)
+    # Each finalizing process saved its plain model, which loads here.
+    saved = sorted(os.listdir(tmp_path))
+    assert saved == (
+        ["0.keras", "1.keras"] if "every" in probe else ["0.keras"]
+    )
+    for name in saved:
+        loaded = keras.saving.load_model(os.path.join(tmp_path, name))
+        np.testing.assert_allclose(
+            loaded.predict(x, verbose=0), expected, atol=1e-6
+        )
+    if probe == "finalize_on_every":
+        assert second["outputs"] == first["outputs"]
+    else:
+        assert "outputs" not in second

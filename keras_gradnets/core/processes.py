@@ -1,4 +1,7 @@
-"""What every process of a multi-process run must see the same way."""
+"""What every process of a multi-process run must see the same way, and
+what one process may build alone."""
+
+import contextlib
 
 import keras
 import numpy as np
@@ -33,3 +36,24 @@ def gather_from_processes(array):
     words = array.reshape(-1).view("uint32")
     gathered = np.asarray(multihost_utils.process_allgather(words))
     return gathered.view(array.dtype).reshape((-1, *array.shape))
+
+
+@contextlib.contextmanager
+def local_to_this_process():
+    """Creates what is built inside on this process's devices only.
+
+    With several processes and a `keras.distribution` set, creating a
+    variable lays it out over every process's devices, which waits for the
+    other processes to create it too. Inside this context the distribution
+    is unset (and set again on the way out), so one process alone can build
+    a model, such as the plain model `finalize` returns.
+    """
+    distribution = keras.distribution.distribution()
+    if distribution is None or process_count() == 1:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)

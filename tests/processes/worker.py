@@ -8,6 +8,7 @@ own, and prints the probe's result as JSON on its last line.
 """
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -58,11 +59,10 @@ def activation_std(process_id):
     return analysis.activation_stats(two_branch_model(), x)
 
 
-def growth(process_id):
+def grown(process_id):
     """`CapacityGrowth(select="activation_std")` in a `fit` over both
     processes, each feeding its own half of every global batch and
-    measuring its own data: which layer grew, at which step, and the
-    weights at the end."""
+    measuring its own data: the model and the callback."""
     from keras_gradnets.callbacks import CapacityGrowth
 
     model = two_branch_model()
@@ -77,13 +77,57 @@ def growth(process_id):
         verbose=0,
         callbacks=[callback],
     )
+    return model, callback
+
+
+def growth(process_id):
+    """Which layer grew, at which step, and the weights at the end."""
+    model, callback = grown(process_id)
     return {
         "events": callback.events,
         "weights": [w.tolist() for w in model.get_weights()],
     }
 
 
-PROBES = {"activation_std": activation_std, "growth": growth}
+def finalize(process_id, on_every_process):
+    """The grown model finalized on process 0 alone, or on both processes,
+    while the distribution is set: the trained weights, and the finalized
+    model's outputs on process 0's inputs."""
+    import keras
+
+    import keras_gradnets as kg
+
+    model, _ = grown(process_id)
+    result = {"weights": [w.tolist() for w in model.get_weights()]}
+    if process_id == 0 or on_every_process:
+        plain = kg.finalize(model)
+        x, _ = local_data(0)
+        # A direct call: `predict` would lay the data out over both
+        # processes, as the distribution still says.
+        outputs = keras.ops.convert_to_numpy(plain(x, training=False))
+        result["outputs"] = outputs.tolist()
+        if not on_every_process:
+            # Keras's `save` creates a variable, which under the
+            # distribution would wait for the other process: the one
+            # process that saves unsets the distribution first.
+            keras.distribution.set_distribution(None)
+        plain.save(
+            os.path.join(os.environ["WORKER_DIR"], f"{process_id}.keras")
+        )
+        result["dynamic_layers"] = [
+            layer.name
+            for layer in plain.layers
+            if type(layer).__name__.startswith("Dynamic")
+        ]
+    return result
+
+
+PROBES = {
+    "activation_std": activation_std,
+    "growth": growth,
+    "finalize_on_one": lambda process_id: finalize(process_id, False),
+    "finalize_on_every": lambda process_id: finalize(process_id, True),
+}
 
 
 def main():
