@@ -204,7 +204,6 @@ class TemperatureScheduler(StateScheduler):
         """The architecture distribution's summary, as in the epoch logs."""
         _ = self.model  # On JAX, reading `model` syncs the variables.
         depths = [x for x in self.layers if isinstance(x, ConcreteDepth)]
-        logs = {}
         logs = {"logits_scale": self._scale_written}
         for layer in depths:
             suffix = "" if len(depths) == 1 else f"_{layer.name}"
