@@ -163,7 +163,7 @@ def test_temperature_scheduler_moves_the_temperature_on_every_replica(scope):
     used, logs = _fit(
         model,
         np.ones((16, 3), "float32"),
-        [kg.callbacks.TemperatureScheduler(1.0, 1e-2), epochs],
+        [kg.callbacks.TemperatureScheduler(1.0, 1e-2, warmup_steps=0), epochs],
         epochs=2,
         batch_size=4,
     )
