@@ -715,8 +715,18 @@ def test_attach_heads_copies_layers_sequentials_and_calls_functions():
         (lambda: TemperatureScheduler(end=0.0), "`end`.*> 0"),
         (lambda: TemperatureScheduler(end=1.0), "`end`.*start=0.1"),
         (lambda: TemperatureScheduler(decay_steps=0), "`decay_steps`"),
-        (lambda: TemperatureScheduler(warmup_steps=-1), "`warmup_steps`"),
-        (lambda: TemperatureScheduler(logits_scale=0.0), "`logits_scale`"),
+        (
+            lambda: TemperatureScheduler(warmup_steps=-1),
+            '`warmup_steps`. Expected "auto" or an integer >= 0',
+        ),
+        (
+            lambda: TemperatureScheduler(warmup_steps="half"),
+            "Received: warmup_steps='half'",
+        ),
+        (
+            lambda: TemperatureScheduler(logits_scale=0.0),
+            '`logits_scale`. Expected "auto" or a number > 0',
+        ),
         (lambda: Geometric(0.1, -1.0, 3), "`end`"),
     ],
 )

@@ -6,9 +6,26 @@ from keras_gradnets.architecture_search.concrete_depth import ConcreteDepth
 from keras_gradnets.architecture_search.concrete_layer import ConcreteLayer
 from keras_gradnets.architecture_search.concrete_width import ConcreteWidth
 from keras_gradnets.core.checks import check_number
+from keras_gradnets.core.checks import describe_range
 from keras_gradnets.core.geometric import Geometric
 from keras_gradnets.core.scheduler import StateScheduler
 from keras_gradnets.core.width import unit_cuts
+
+
+def _auto_or_number(name, value, low, low_open=False, integer=False):
+    """Returns `value` if it is `"auto"` or a number in the range."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    try:
+        return check_number(
+            name, value, low=low, low_open=low_open, integer=integer
+        )
+    except ValueError:
+        expected = describe_range(low, None, low_open, False, integer)
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected "
+            f'"auto" or {expected}. Received: {name}={value!r}'
+        ) from None
 
 
 class TemperatureScheduler(StateScheduler):
@@ -127,12 +144,12 @@ class TemperatureScheduler(StateScheduler):
                 "decay_steps", decay_steps, low=0, low_open=True, integer=True
             )
         self.decay_steps = decay_steps
-        if warmup_steps != "auto":
-            check_number("warmup_steps", warmup_steps, low=0, integer=True)
-        if logits_scale != "auto":
-            check_number("logits_scale", logits_scale, low=0, low_open=True)
-        self.warmup_steps = warmup_steps
-        self.logits_scale = logits_scale
+        self.warmup_steps = _auto_or_number(
+            "warmup_steps", warmup_steps, low=0, integer=True
+        )
+        self.logits_scale = _auto_or_number(
+            "logits_scale", logits_scale, low=0, low_open=True
+        )
         # The values of this `fit`, "auto" resolved at its start.
         self._warmup = 0
         self._scale = 1.0
