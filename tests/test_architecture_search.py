@@ -286,9 +286,10 @@ def test_only_the_penalty_moves_a_choice_the_data_cannot_see(gamma):
 # The scheduler -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("jit_compile", jit_modes())
-def test_compiled_step_uses_the_temperature_of_the_step(jit_compile):
-    model = temperature_probe_model(TemperatureProbe(name="probe"))
+def _fit_probe(probe, scheduler, jit_compile):
+    """Trains `temperature_probe_model(probe)` for 6 steps (2 epochs of 3)
+    with `scheduler`: the value each compiled step used, and the logs."""
+    model = temperature_probe_model(probe)
     model.compile(
         keras.optimizers.SGD(0.0),
         "mse",
@@ -302,11 +303,21 @@ def test_compiled_step_uses_the_temperature_of_the_step(jit_compile):
         batch_size=4,
         epochs=2,
         verbose=0,
-        callbacks=[TemperatureScheduler(1.0, 1e-2, warmup_steps=0), recorder],
+        callbacks=[scheduler, recorder],
+    )
+    return recorder.values, history.history
+
+
+@pytest.mark.parametrize("jit_compile", jit_modes())
+def test_compiled_step_uses_the_temperature_of_the_step(jit_compile):
+    used, logs = _fit_probe(
+        TemperatureProbe(name="probe"),
+        TemperatureScheduler(1.0, 1e-2, warmup_steps=0),
+        jit_compile,
     )
     expected = [10 ** (-2 * t / 5) for t in range(6)]
-    assert recorder.values == pytest.approx(expected, rel=1e-5)
-    assert history.history["temperature"] == pytest.approx(
+    assert used == pytest.approx(expected, rel=1e-5)
+    assert logs["temperature"] == pytest.approx(
         [expected[2], expected[5]], rel=1e-5
     )
 
@@ -322,32 +333,18 @@ class LogitsScaleProbe(layers.ConcreteWidth):
 @pytest.mark.parametrize("jit_compile", jit_modes())
 @pytest.mark.parametrize("probe_type", [TemperatureProbe, LogitsScaleProbe])
 def test_compiled_step_uses_the_warmup(probe_type, jit_compile):
-    model = temperature_probe_model(probe_type(name="probe"))
-    model.compile(
-        keras.optimizers.SGD(0.0),
-        "mse",
-        metrics=[LastBatchMean()],
-        jit_compile=jit_compile,
-    )
-    recorder = BatchRecorder("last_mean")
-    scheduler = TemperatureScheduler(
-        1.0, 1e-2, warmup_steps=2, logits_scale=4.0
-    )
-    history = model.fit(
-        np.ones((12, 3), "float32"),
-        np.ones((12, 3), "float32"),
-        batch_size=4,
-        epochs=2,
-        verbose=0,
-        callbacks=[scheduler, recorder],
+    used, logs = _fit_probe(
+        probe_type(name="probe"),
+        TemperatureScheduler(1.0, 1e-2, warmup_steps=2, logits_scale=4.0),
+        jit_compile,
     )
     # Two warm-up steps at the start temperature with logits_scale 0, then
     # the decay over the 3 steps left after the first one of it.
     temperatures = [1.0, 1.0] + [10 ** (-2 * t / 3) for t in range(4)]
     scales = [0.0, 0.0, 4.0, 4.0, 4.0, 4.0]
     expected = temperatures if probe_type is TemperatureProbe else scales
-    assert recorder.values == pytest.approx(expected, rel=1e-5)
-    assert history.history["logits_scale"] == [4.0, 4.0]
+    assert used == pytest.approx(expected, rel=1e-5)
+    assert logs["logits_scale"] == [4.0, 4.0]
 
 
 def test_warmup_samples_uniformly_and_keeps_the_logits():

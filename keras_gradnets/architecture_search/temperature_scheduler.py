@@ -244,10 +244,11 @@ class TemperatureScheduler(StateScheduler):
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
         _ = self.model  # On JAX, reading `model` syncs the variables.
+        tops = {layer.name: layer.top_probability() for layer in self.layers}
         wide = {
-            layer.name: round(layer.top_probability(), 3)
-            for layer in self.layers
-            if layer.top_probability() < self.decided_probability
+            name: round(top, 3)
+            for name, top in tops.items()
+            if top < self.decided_probability
         }
         if wide:
             warnings.warn(
