@@ -86,6 +86,8 @@ class GrowAt(keras.callbacks.Callback):
         (dict(units=8, chunks=4, initial_chunks=0), "initial_chunks"),
         (dict(units=0, chunks=1), "units"),
         (dict(units=8, chunks=4, growth_init="zeros"), "growth_init"),
+        (dict(units=8, chunks=4, seed=-1), "seed"),
+        (dict(units=8, chunks=4, seed=1.5), "seed"),
     ],
 )
 def test_bad_layer_arguments_raise(kwargs, argument):

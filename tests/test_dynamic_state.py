@@ -335,6 +335,61 @@ def test_keras_save_keeps_the_plateau_state(tmp_path):
     assert [e["epoch"] for e in resumed.events] == [4, 7]
 
 
+def _plain_readers_mlp(growth_init):
+    """Two dynamic layers, the second read by a plain `Dense` (whose rows
+    for new units `growth_init="random"` draws)."""
+    return keras.Sequential(
+        [
+            keras.Input((5,)),
+            DynamicDense(8, chunks=4, activation="tanh", name="first"),
+            DynamicDense(
+                8,
+                chunks=4,
+                activation="tanh",
+                growth_init=growth_init,
+                name="second",
+            ),
+            keras.layers.Dense(1, name="head"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("growth_init", ["function_preserving", "random"])
+def test_a_checkpoint_loaded_in_a_new_model_grows_as_the_run_would(
+    growth_init, tmp_path
+):
+    # Growths at steps 3 and 6 draw new weights: the reloaded model draws
+    # the same ones, whatever the global seed of the resuming process.
+    x, y = _data()
+
+    def fit(model, initial_epoch=0, checkpoint=()):
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=3,
+            initial_epoch=initial_epoch,
+            shuffle=False,
+            verbose=0,
+            callbacks=[
+                CapacityGrowth(unit="step", grow_at=[3, 6]),
+                *checkpoint,
+            ],
+        )
+        return model
+
+    keras.utils.set_random_seed(1)
+    model = _plain_readers_mlp(growth_init)
+    model.compile("adam", "mse")
+    path = os.path.join(tmp_path, "epoch-{epoch}.keras")
+    fit(model, checkpoint=[keras.callbacks.ModelCheckpoint(path)])
+    keras.utils.set_random_seed(2)
+    resumed = fit(keras.saving.load_model(path.format(epoch=1)), 1)
+    for a, b in zip(resumed.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert _capacity(resumed) == _capacity(model) == [(6, 0), (6, 0)]
+
+
 # 7. Misconfiguration is never silent ----------------------------------------
 
 

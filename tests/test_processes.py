@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.processes import callbacks as families
 from tests.processes import worker
 
 pytestmark = pytest.mark.skipif(
@@ -137,3 +138,44 @@ def test_finalize_while_the_distribution_is_set(probe, tmp_path):
         assert second["outputs"] == first["outputs"]
     else:
         assert "outputs" not in second
+
+
+def _assert_same_training(got, expected, atol):
+    """The same weights, epoch logs and growth events: `got` may hold the
+    logs of the last epochs only (a resumed run)."""
+    for a, b in zip(got["weights"], expected["weights"], strict=True):
+        np.testing.assert_allclose(a, b, atol=atol)
+    assert got["logs"].keys() == expected["logs"].keys()
+    for key, values in got["logs"].items():
+        tail = expected["logs"][key][-len(values) :]
+        assert values == pytest.approx(tail, rel=1e-4, abs=1e-6), key
+    assert got["events"] == expected["events"]
+
+
+def test_every_callback_agrees_across_processes_and_with_one_process():
+    first, second = run_processes("callbacks")
+    # Both processes: the same values in every step, the same weights,
+    # logs and growth steps, bit for bit.
+    assert first == second
+    for name, used in first["probes"].items():
+        # The value moved during the run ...
+        assert len(set(np.round(used, 6))) > 2, (name, used)
+        # ... as it does on one process over the same global batches.
+        alone = families.probe_values(name, 2 * families.BATCH)
+        np.testing.assert_allclose(used, alone, rtol=1e-6, err_msg=name)
+    x, y = families.global_data()
+    for name, trained in first["trained"].items():
+        alone = families.train(name, x, y, 2 * families.BATCH)
+        _assert_same_training(trained, alone, atol=1e-5)
+    for name in ("growth_step", "growth_epoch"):
+        assert first["trained"][name]["events"], name
+
+
+def test_checkpoint_on_every_process_and_resume(tmp_path):
+    first, second = run_processes("resume", tmp_path)
+    assert first == second
+    x, y = families.global_data()
+    for name, runs in first.items():
+        alone = families.train(name, x, y, 2 * families.BATCH)
+        _assert_same_training(runs["uninterrupted"], alone, atol=1e-5)
+        _assert_same_training(runs["resumed"], alone, atol=1e-5)

@@ -30,7 +30,7 @@ class DynamicConv2D(DynamicLayer):
             `keras.config.image_data_format()`.
         dilation_rate: Integer or tuple of 2 integers. Defaults to 1.
         **kwargs: `activation`, `use_bias`, `growth_init`,
-            `kernel_initializer` and `bias_initializer` as in
+            `kernel_initializer`, `bias_initializer` and `seed` as in
             `DynamicDense`, and the base layer arguments.
 
     Call arguments:

@@ -56,6 +56,12 @@ class DynamicDense(DynamicLayer):
         kernel_initializer: Initializer of the kernel, drawn at the active
             shape. Defaults to `"glorot_uniform"`.
         bias_initializer: Initializer of the bias. Defaults to `"zeros"`.
+        seed: Integer >= 0, seeds what each growth draws (the new units'
+            weights and, with `growth_init="random"`, their readers' rows)
+            with unseeded initializers. It is saved in the config, so a
+            model loaded from a checkpoint grows as the saved one would
+            have. Defaults to a seed drawn at construction (which
+            `keras.utils.set_random_seed` makes reproducible).
         **kwargs: Base layer arguments such as `name` and `dtype`.
 
     Call arguments:

@@ -1,5 +1,6 @@
 """Base class of layers with a growing active part (dynamic capacity)."""
 
+import random
 import warnings
 
 import keras
@@ -101,17 +102,16 @@ def _zero_rows_reading(reader, units, start, stop):
         kernel.assign(kernel * ops.convert_to_tensor(keep, kernel.dtype))
 
 
-def _initialize_plain_reader(reader, start, stop, random):
-    """Sets the rows of a plain layer's kernel that read units
-    `start:stop`: initializer draws at fan-in `stop` or zeros."""
-    kernel = reader.kernel
-    rows = None
-    if random:
-        shape = tuple(kernel.shape[:-2]) + (stop, kernel.shape[-1])
-        rows = reader.kernel_initializer(shape, dtype=kernel.dtype)[
-            ..., start:stop, :
-        ]
-    _set_rows(kernel, start, stop, rows)
+def _seeded(initializer, seed):
+    """`initializer`, seeded with `seed` when it was created unseeded.
+
+    An unseeded Keras initializer draws its seed when it is created, so a
+    model loaded from a file would draw other values than the saved one.
+    """
+    config = initializer.get_config()
+    if "seed" not in config or config["seed"] is not None:
+        return initializer
+    return initializer.__class__.from_config({**config, "seed": seed})
 
 
 class DynamicLayer(StatefulLayer):
@@ -156,6 +156,7 @@ class DynamicLayer(StatefulLayer):
         growth_init="function_preserving",
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
+        seed=None,
         **kwargs,
     ):
         # `get_config` saves the current capacity, so that `from_config`
@@ -177,6 +178,11 @@ class DynamicLayer(StatefulLayer):
         )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        if seed is None:
+            # Drawn like Keras's default seeds (`set_random_seed` sets it),
+            # then saved in the config.
+            seed = random.randint(1, 10**9)
+        self.seed = check_number("seed", seed, low=0, integer=True)
         self.bounds = _chunk_bounds(self.units, self.chunks)
         if active is None:
             active = self.bounds[self.initial_chunks]
@@ -271,8 +277,8 @@ class DynamicLayer(StatefulLayer):
         self._frozen_variable.assign(np.int32(frozen))
         if active > old_active:
             self.initialize_units(old_active, active)
-            for consumer in links.consumers_of(self):
-                self._initialize_reader(consumer, old_active, active)
+            for i, consumer in enumerate(links.consumers_of(self)):
+                self._initialize_reader(consumer, old_active, active, i)
             if self.growth_init == "function_preserving":
                 for reader in links.readers_through_of(self):
                     _zero_rows_reading(reader, self.units, old_active, active)
@@ -408,6 +414,16 @@ class DynamicLayer(StatefulLayer):
         source = links.source_of(self)
         return self.input_dim if source is None else source.active_units
 
+    def _draw(self, initializer, shape, stop, stream):
+        """A draw of `initializer` for the units up to `stop`.
+
+        An unseeded initializer is seeded from the layer's `seed`, `stop`
+        and `stream` (one per use), so a layer loaded from a file draws
+        what the saved one would have.
+        """
+        seed = (self.seed + 1009 * stop + stream) % 2**31
+        return _seeded(initializer, seed)(shape, dtype=self.variable_dtype)
+
     def initialize_units(self, start, stop):
         """Draws the incoming weights of units `start:stop`.
 
@@ -415,11 +431,9 @@ class DynamicLayer(StatefulLayer):
         units), so that fan-based scales (Glorot, He) suit the active size,
         not the full allocation.
         """
-        rows = self.input_units
-        full = self.kernel_initializer(
-            self._kernel_shape(rows, stop), dtype=self.variable_dtype
-        )
-        bias = self.bias_initializer((stop,), dtype=self.variable_dtype)
+        shape = self._kernel_shape(self.input_units, stop)
+        full = self._draw(self.kernel_initializer, shape, stop, 0)
+        bias = self._draw(self.bias_initializer, (stop,), stop, 1)
         for i in range(self.bounds.index(start), self.bounds.index(stop)):
             lo, hi = self.bounds[i], self.bounds[i + 1]
             block = full[..., lo:hi]
@@ -435,27 +449,34 @@ class DynamicLayer(StatefulLayer):
         `growth_init="function_preserving"` and draws of the initializer at
         the new active fan-in otherwise.
         """
-        random = self.growth_init == "random"
-        if random:
-            full = self.kernel_initializer(
-                self._kernel_shape(stop, self.active_units),
-                dtype=self.variable_dtype,
-            )
+        draw = self.growth_init == "random"
+        if draw:
+            shape = self._kernel_shape(stop, self.active_units)
+            full = self._draw(self.kernel_initializer, shape, stop, 2)
         for i in range(self.chunks):
             rows = None
-            if random and self.frozen_chunks <= i < self.active_chunks:
+            if draw and self.frozen_chunks <= i < self.active_chunks:
                 lo, hi = self.bounds[i], self.bounds[i + 1]
                 rows = full[..., start:stop, :][..., lo:hi]
             _set_rows(self.kernels[i], start, stop, rows)
 
-    def _initialize_reader(self, reader, start, stop, random=None):
-        """Sets the weights with which `reader` reads units `start:stop`."""
+    def _initialize_reader(self, reader, start, stop, index, draw=None):
+        """Sets the weights with which `reader`, the consumer at `index`,
+        reads units `start:stop`: a plain reader gets draws of its
+        initializer at fan-in `stop` (with `growth_init="random"`, or when
+        `draw`) or zeros."""
         if isinstance(reader, DynamicLayer):
             reader.initialize_inputs(start, stop)
             return
-        if random is None:
-            random = self.growth_init == "random"
-        _initialize_plain_reader(reader, start, stop, random)
+        if draw is None:
+            draw = self.growth_init == "random"
+        kernel = reader.kernel
+        rows = None
+        if draw:
+            shape = tuple(kernel.shape[:-2]) + (stop, kernel.shape[-1])
+            rows = self._draw(reader.kernel_initializer, shape, stop, 3 + index)
+            rows = rows[..., start:stop, :]
+        _set_rows(kernel, start, stop, rows)
 
     def linked(self):
         """Prepares the layer once `link_dynamic_layers` linked it.
@@ -470,10 +491,10 @@ class DynamicLayer(StatefulLayer):
         """
         if self.built and self._pristine:
             self.initialize_units(0, self.active_units)
-            for consumer in links.consumers_of(self):
+            for i, consumer in enumerate(links.consumers_of(self)):
                 if not isinstance(consumer, DynamicLayer):
                     self._initialize_reader(
-                        consumer, 0, self.active_units, True
+                        consumer, 0, self.active_units, i, draw=True
                     )
             self._pristine = False
         self._hold_chunks(False)
@@ -628,6 +649,7 @@ class DynamicLayer(StatefulLayer):
                 "use_bias": self.use_bias,
                 "growth_init": self.growth_init,
                 **serialized(self, "kernel_initializer", "bias_initializer"),
+                "seed": self.seed,
                 "active_units": self.active_units,
                 "frozen_units": self.frozen_units,
             }

@@ -122,8 +122,62 @@ def finalize(process_id, on_every_process):
     return result
 
 
+def callbacks(process_id):
+    """Every callback's probe values and trained model, each process
+    feeding its own rows of every global batch."""
+    from tests.processes import callbacks as families
+
+    x, y = families.local_data(process_id)
+    return {
+        "probes": {
+            name: families.probe_values(name, families.BATCH)
+            for name in families.PROBES
+        },
+        "trained": {
+            name: families.train(name, x, y, families.BATCH)
+            for name in families.FAMILIES
+        },
+    }
+
+
+def resume(process_id):
+    """Every family trained with a `ModelCheckpoint` per process (each
+    saves to a path of its own), then its epoch-1 checkpoint loaded under
+    the distribution and trained on from `initial_epoch=1` with a new
+    callback: the uninterrupted and the resumed run."""
+    import keras
+
+    from tests.processes import callbacks as families
+
+    x, y = families.local_data(process_id)
+    results = {}
+    for name in families.FAMILIES:
+        path = os.path.join(
+            os.environ["WORKER_DIR"], f"{name}-{process_id}-{{epoch}}.keras"
+        )
+        model, callback = families.trained_model(name)
+        checkpoint = keras.callbacks.ModelCheckpoint(path)
+        uninterrupted = families.train(
+            name, x, y, families.BATCH, model, [callback, checkpoint]
+        )
+        _, callback = families.trained_model(name)
+        resumed = families.train(
+            name,
+            x,
+            y,
+            families.BATCH,
+            keras.saving.load_model(path.format(epoch=1)),
+            [callback],
+            initial_epoch=1,
+        )
+        results[name] = {"uninterrupted": uninterrupted, "resumed": resumed}
+    return results
+
+
 PROBES = {
     "activation_std": activation_std,
+    "callbacks": callbacks,
+    "resume": resume,
     "growth": growth,
     "finalize_on_one": lambda process_id: finalize(process_id, False),
     "finalize_on_every": lambda process_id: finalize(process_id, True),
