@@ -136,6 +136,14 @@ def test_finalize_while_the_distribution_is_set(probe, tmp_path):
         )
     if probe == "finalize_on_every":
         assert second["outputs"] == first["outputs"]
+        # Finetuned from the saved files on both processes: one model.
+        assert first["finetuned"] == second["finetuned"]
+        assert not all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                first["finetuned"], loaded.get_weights(), strict=True
+            )
+        )
     else:
         assert "outputs" not in second
 
@@ -179,3 +187,39 @@ def test_checkpoint_on_every_process_and_resume(tmp_path):
         alone = families.train(name, x, y, 2 * families.BATCH)
         _assert_same_training(runs["uninterrupted"], alone, atol=1e-5)
         _assert_same_training(runs["resumed"], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("probe", ["gradualize_on_one", "gradualize_on_every"])
+def test_gradualize_while_the_distribution_is_set(probe, tmp_path):
+    import keras_gradnets as kg
+
+    first, second = run_processes(probe, tmp_path)
+    assert first["layers"] == ["Dense", "GReLU", "Dense"]
+    if probe == "gradualize_on_one":
+        assert second == {}
+        return
+    assert first == second
+    # Laid out again over both processes, it trains as on one process
+    # over the same global batches.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(1, name="output"),
+        ]
+    )
+    gradual = kg.gradualize(model, verbose=False)
+    gradual.compile(keras.optimizers.Adam(0.05), "mse")
+    x, y = families.global_data()
+    gradual.fit(
+        x,
+        y,
+        batch_size=2 * families.BATCH,
+        epochs=families.EPOCHS,
+        shuffle=False,
+        verbose=0,
+        callbacks=[kg.callbacks.GradNetScheduler(tau=6, unit="step")],
+    )
+    for a, b in zip(first["weights"], gradual.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -6,6 +6,7 @@ import warnings
 
 import keras
 
+from keras_gradnets.core.processes import local_to_this_process
 from keras_gradnets.core.rewrite import Rewriter
 from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.gradnets.gradual_backbone import gradual_backbone
@@ -333,7 +334,10 @@ def gradualize(
             and what was kept and why. Defaults to `True`.
 
     Returns:
-        A new `keras.Model`.
+        A new `keras.Model`. When several JAX processes train under a
+        `keras.distribution`, it is built on the calling process's devices
+        only, so one process can gradualize alone (see "Training on many
+        machines" in the README to train it on all of them).
 
     Raises:
         ValueError: for options that are not booleans, for a subclassed or
@@ -358,8 +362,9 @@ def gradualize(
         _check_flag("batch_norm", batch_norm),
     )
     _check_flag("verbose", verbose)
-    new = gradualizer.rewrite(model)
-    gradualizer.look_inside_new_layers()
+    with local_to_this_process():
+        new = gradualizer.rewrite(model)
+        gradualizer.look_inside_new_layers()
     for layer, names in gradualizer.unreached:
         warnings.warn(
             f"gradualize cannot reach inside layer '{layer.name}' "

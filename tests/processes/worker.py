@@ -111,14 +111,21 @@ def finalize(process_id, on_every_process):
             # distribution would wait for the other process: the one
             # process that saves unsets the distribution first.
             keras.distribution.set_distribution(None)
-        plain.save(
-            os.path.join(os.environ["WORKER_DIR"], f"{process_id}.keras")
-        )
+        path = os.path.join(os.environ["WORKER_DIR"], f"{process_id}.keras")
+        plain.save(path)
         result["dynamic_layers"] = [
             layer.name
             for layer in plain.layers
             if type(layer).__name__.startswith("Dynamic")
         ]
+    if on_every_process:
+        # Finetuned on both processes: loaded under the distribution, the
+        # plain model is laid out over both.
+        plain = keras.saving.load_model(path)
+        plain.compile(keras.optimizers.SGD(0.01), "mse")
+        x, y = local_data(process_id)
+        plain.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        result["finetuned"] = [w.tolist() for w in plain.get_weights()]
     return result
 
 
@@ -174,7 +181,61 @@ def resume(process_id):
     return results
 
 
+def relaid(model, name, process_id):
+    """`model`, built on this process alone, saved to a path of this
+    process and loaded under the distribution: laid out over every
+    process, as `fit` needs."""
+    path = os.path.join(os.environ["WORKER_DIR"], f"{name}-{process_id}.keras")
+    model.save(path)
+    import keras
+
+    return keras.saving.load_model(path)
+
+
+def gradualize(process_id, on_every_process):
+    """A plain model built on every process, gradualized on process 0
+    alone or on both while the distribution is set. On both, the
+    gradualized model is laid out again (`relaid`) and trained with
+    `GradNetScheduler` on each process's rows of every global batch."""
+    import keras
+
+    import keras_gradnets as kg
+    from tests.processes import callbacks as families
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(1, name="output"),
+        ]
+    )
+    x, y = families.local_data(process_id)
+    result = {}
+    if process_id == 0 or on_every_process:
+        gradual = kg.gradualize(model, verbose=False)
+        result["layers"] = [type(layer).__name__ for layer in gradual.layers]
+        outputs = gradual(families.local_data(0)[0], training=False)
+        result["outputs"] = keras.ops.convert_to_numpy(outputs).tolist()
+    if on_every_process:
+        gradual = relaid(gradual, "gradual", process_id)
+        gradual.compile(keras.optimizers.Adam(0.05), "mse")
+        gradual.fit(
+            x,
+            y,
+            batch_size=families.BATCH,
+            epochs=families.EPOCHS,
+            shuffle=False,
+            verbose=0,
+            callbacks=[kg.callbacks.GradNetScheduler(tau=6, unit="step")],
+        )
+        result["weights"] = [w.tolist() for w in gradual.get_weights()]
+    return result
+
+
 PROBES = {
+    "gradualize_on_one": lambda process_id: gradualize(process_id, False),
+    "gradualize_on_every": lambda process_id: gradualize(process_id, True),
     "activation_std": activation_std,
     "callbacks": callbacks,
     "resume": resume,
@@ -189,14 +250,10 @@ def main():
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=f"127.0.0.1:{port}",
-        num_processes=2,
-        process_id=process_id,
-        initialization_timeout=60,
-    )
     import keras
 
+    # The README's recipe: it also gives every process the same seed.
+    keras.distribution.initialize(f"127.0.0.1:{port}", 2, process_id)
     distribution = keras.distribution.DataParallel(devices=jax.devices())
     # Each process feeds its own part of every global batch.
     distribution.auto_shard_dataset = False
