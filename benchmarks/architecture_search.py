@@ -20,6 +20,8 @@ its parameter count and the total wall time, side by side in one run.
 
     pip install keras-tuner   # the `benchmarks` extra
     KERAS_BACKEND=jax python benchmarks/architecture_search.py [--trials 20]
+    KERAS_BACKEND=jax python benchmarks/architecture_search.py \\
+        --collapse-seeds 0 1 2 3 4
 """
 
 import argparse
@@ -168,6 +170,48 @@ def concrete_search(x, y, x_val, y_val, epochs, finetune, gamma, seed):
     }
 
 
+def collapse_count(x, y, x_val, y_val, args):
+    """The joint search over `--collapse-seeds`, against the narrowest
+    plain candidates of the space (one, two and three layers of the
+    narrowest width), trained for the same epochs with the same seed. A
+    search *collapses* when its finalized network, as it comes out, scores
+    below every one of them."""
+    narrowest = [[WIDTHS[0]] * depth for depth in range(1, DEPTH + 1)]
+    print(
+        f"{'seed':>4} {'chosen':>9} {'params':>7} {'finalized':>9} "
+        f"{'+finetune':>9} {'retrained':>9} {'narrowest plain':>16}"
+    )
+    collapsed = 0
+    for seed in args.collapse_seeds:
+        ours = concrete_search(
+            x,
+            y,
+            x_val,
+            y_val,
+            args.epochs,
+            args.finetune,
+            (args.depth_gamma, args.width_gamma),
+            seed,
+        )
+        plain = []
+        for widths in narrowest:
+            keras.utils.set_random_seed(seed)
+            model = plain_mlp(widths)
+            model.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0)
+            plain.append(model.evaluate(x_val, y_val, verbose=0)[1])
+        accuracies = [row[1] for row in ours["rows"]]
+        collapsed += accuracies[0] < min(plain)
+        print(
+            f"{seed:>4} {ours['chosen']:>9} {ours['params']:>7} "
+            + " ".join(f"{a:>9.4f}" for a in accuracies)
+            + f" {'/'.join(f'{a:.3f}' for a in plain):>16}"
+        )
+    print(
+        f"collapsed (finalized below every narrowest plain network): "
+        f"{collapsed} of {len(args.collapse_seeds)} seeds"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
@@ -176,6 +220,13 @@ def main():
     parser.add_argument("--depth-gamma", type=float, default=1e-2)
     parser.add_argument("--width-gamma", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--collapse-seeds",
+        type=int,
+        nargs="+",
+        help="instead of the comparison, count collapsed searches over "
+        "these seeds",
+    )
     args = parser.parse_args()
     x, x_val, y, y_val = data()
     print(
@@ -184,6 +235,9 @@ def main():
         f"{WIDTHS} ({sum(len(WIDTHS) ** d for d in range(1, DEPTH + 1))} "
         f"architectures) | {args.epochs} epochs per model"
     )
+    if args.collapse_seeds:
+        collapse_count(x, y, x_val, y_val, args)
+        return
     ours = concrete_search(
         x,
         y,

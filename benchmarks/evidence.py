@@ -23,9 +23,14 @@ regression. Rows:
 * `width growth digits` / `width growth sine`: `DynamicDense` layers
   from a fifth of their width with `CapacityGrowth()` defaults, against
   the static full-width network (`benchmarks/growth_trigger.py`'s tasks).
+* `architecture search`: one fit of the joint depth (1-3) and width (8,
+  16, 32, 64) search of `benchmarks/architecture_search.py` with
+  `TemperatureScheduler()`'s defaults, scored as `finalize` returns it
+  (no finetuning), against the largest network of the space (3 x 64); the
+  last column gives the chosen widths.
 
-Not in the table yet: depth stacking, a character-level language model,
-architecture search (the issues that build them add their rows).
+Not in the table yet: depth stacking, a character-level language model
+(the issues that build them add their rows).
 
     python benchmarks/evidence.py [--seeds 0 1 2 3 4] [--backend jax]
         [--rows "GReLU 12x64" ...]
@@ -45,6 +50,7 @@ ROWS = [
     "mollified 7x100",
     "width growth digits",
     "width growth sine",
+    "architecture search",
 ]
 
 
@@ -133,6 +139,24 @@ def worker(row, seeds):
             model = keras.Model(inputs, head()(h))
             callbacks = [kg.callbacks.DropInScheduler(steps // 2)]
             return model, callbacks if family else []
+        if row == "architecture search":
+            if not family:
+                hidden = [
+                    keras.layers.Dense(64, activation="relu") for _ in range(3)
+                ]
+                return mlp((64,), hidden), []
+            inputs = keras.Input((64,))
+            blocks = [
+                [
+                    keras.layers.Dense(64, activation="relu"),
+                    kg.layers.ConcreteWidth([8, 16, 32, 64], gamma=1e-3),
+                ]
+                for _ in range(3)
+            ]
+            heads = kg.layers.attach_heads(inputs, blocks, head=head())
+            outputs = kg.layers.ConcreteDepth(gamma=1e-2)(heads)
+            model = keras.Model(inputs, outputs)
+            return model, [kg.callbacks.TemperatureScheduler()]
         if row == "mollified 7x100":
             hidden = [
                 kg.layers.MollifiedDense(100, "sigmoid", c=20.0)
@@ -208,18 +232,31 @@ def worker(row, seeds):
                 verbose=0,
                 callbacks=[*callbacks, counter],
             )
+            seconds = time.perf_counter() - start
+            final = float(history.history[score][-1])
+            notes = [
+                str(len(c.events))
+                for c in callbacks
+                if isinstance(c, kg.callbacks.CapacityGrowth)
+            ]
+            if row == "architecture search" and family:
+                # What the user keeps: the finalized plain network.
+                plain = compile_(kg.finalize(model))
+                final = float(plain.evaluate(*val, verbose=0)[1])
+                dense = [
+                    layer
+                    for layer in plain.layers
+                    if isinstance(layer, keras.layers.Dense)
+                ]
+                notes = ["-".join(str(layer.units) for layer in dense[:-1])]
             results.append(
                 {
                     "seed": seed,
                     "family": family,
-                    "score": float(history.history[score][-1]),
+                    "score": final,
                     "compute": counter.total,
-                    "seconds": time.perf_counter() - start,
-                    "growths": [
-                        len(c.events)
-                        for c in callbacks
-                        if isinstance(c, kg.callbacks.CapacityGrowth)
-                    ],
+                    "seconds": seconds,
+                    "notes": notes,
                 }
             )
     print(json.dumps(results))
@@ -243,7 +280,7 @@ def main():
     )
     print(
         f"{'row':<21}{'network':>24}{'twin':>24}{'diff':>8}"
-        f"{'compute':>9}{'time':>7}  growths per seed"
+        f"{'compute':>9}{'time':>7}  per seed: growths, or chosen"
     )
     for row in args.rows:
         out = subprocess.run(
@@ -274,9 +311,7 @@ def main():
             f"{row:<21}{cell(net):>24}{cell(twin):>24}"
             f"{np.median(net) - np.median(twin):>+8.{digits}f}"
             f"{compute:>9.2f}{seconds:>7.2f}  "
-            + " ".join(
-                str(n) for r in runs if r["family"] for n in r["growths"]
-            )
+            + " ".join(n for r in runs if r["family"] for n in r["notes"])
         )
 
 
