@@ -185,10 +185,10 @@ def relaid(model, name, process_id):
     """`model`, built on this process alone, saved to a path of this
     process and loaded under the distribution: laid out over every
     process, as `fit` needs."""
-    path = os.path.join(os.environ["WORKER_DIR"], f"{name}-{process_id}.keras")
-    model.save(path)
     import keras
 
+    path = os.path.join(os.environ["WORKER_DIR"], f"{name}-{process_id}.keras")
+    model.save(path)
     return keras.saving.load_model(path)
 
 
