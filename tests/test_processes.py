@@ -1,10 +1,12 @@
-"""Training across processes: two JAX processes over 127.0.0.1.
+"""Training across processes: two processes over 127.0.0.1.
 
-Each test starts two `tests/processes/worker.py` processes on a free
-port, with a bounded timeout, ends them by their PID, and compares what
-they report with each other and with this single process. JAX only:
-Keras 3 trains on one process with TensorFlow (its multi-worker strategy
-fails in Keras itself, keras-team/keras#20585) and torch.
+Each test starts two worker processes on free ports, with a bounded
+timeout, ends them by their PID, and compares what they report with each
+other and with this single process. JAX trains across processes
+(`tests/processes/worker.py`); TensorFlow's multi-worker strategy fails in
+Keras 3.15 itself, which a test keeps true
+(`tests/processes/tensorflow_worker.py`); torch has no distribution engine
+in Keras 3.15 (`tests/test_distributed.py`).
 """
 
 import json
@@ -21,7 +23,7 @@ import pytest
 from tests.processes import callbacks as families
 from tests.processes import worker
 
-pytestmark = pytest.mark.skipif(
+jax_only = pytest.mark.skipif(
     keras.backend.backend() != "jax",
     reason="Keras 3 trains across processes on JAX only",
 )
@@ -35,27 +37,20 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_processes(probe, directory=""):
-    """The JSON results of `probe` on processes 0 and 1, which write their
-    files into `directory`."""
-    port = str(free_port())
+def run_processes(probe, directory="", module="tests.processes.worker"):
+    """The JSON results of `probe` of `module` on processes 0 and 1, which
+    write their files into `directory`."""
+    ports = [str(free_port()), str(free_port())]
     env = {
         **os.environ,
-        "KERAS_BACKEND": "jax",
+        "KERAS_BACKEND": keras.backend.backend(),
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": "",
         "WORKER_DIR": str(directory),
     }
     workers = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.processes.worker",
-                str(i),
-                port,
-                probe,
-            ],
+            [sys.executable, "-m", module, str(i), probe, *ports],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -79,6 +74,7 @@ def run_processes(probe, directory=""):
     return outputs
 
 
+@jax_only
 def test_activation_statistics_agree_across_processes():
     from keras_gradnets import analysis
 
@@ -102,6 +98,7 @@ def test_activation_statistics_agree_across_processes():
     assert first["left"]["std"] > first["right"]["std"]
 
 
+@jax_only
 def test_growth_by_activation_std_agrees_across_processes():
     first, second = run_processes("growth")
     # Process 1's own data would grow "right": both grow "left".
@@ -111,6 +108,7 @@ def test_growth_by_activation_std_agrees_across_processes():
         np.testing.assert_array_equal(a, b)
 
 
+@jax_only
 @pytest.mark.parametrize("probe", ["finalize_on_one", "finalize_on_every"])
 def test_finalize_while_the_distribution_is_set(probe, tmp_path):
     import keras_gradnets as kg
@@ -160,6 +158,7 @@ def _assert_same_training(got, expected, atol):
     assert got["events"] == expected["events"]
 
 
+@jax_only
 def test_every_callback_agrees_across_processes_and_with_one_process():
     first, second = run_processes("callbacks")
     # Both processes: the same values in every step, the same weights,
@@ -179,6 +178,7 @@ def test_every_callback_agrees_across_processes_and_with_one_process():
         assert first["trained"][name]["events"], name
 
 
+@jax_only
 def test_checkpoint_on_every_process_and_resume(tmp_path):
     first, second = run_processes("resume", tmp_path)
     assert first == second
@@ -189,6 +189,7 @@ def test_checkpoint_on_every_process_and_resume(tmp_path):
         _assert_same_training(runs["resumed"], alone, atol=1e-5)
 
 
+@jax_only
 @pytest.mark.parametrize("probe", ["gradualize_on_one", "gradualize_on_every"])
 def test_gradualize_while_the_distribution_is_set(probe, tmp_path):
     import keras_gradnets as kg
@@ -223,3 +224,16 @@ def test_gradualize_while_the_distribution_is_set(probe, tmp_path):
     )
     for a, b in zip(first["weights"], gradual.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="TensorFlow's strategy"
+)
+def test_keras_cannot_fit_under_tensorflows_multi_worker_strategy():
+    # The README says so (keras-team/keras#20585). When this fails, Keras
+    # trains across TensorFlow workers: test the callbacks there as on JAX
+    # and update "Training on many machines".
+    results = run_processes("fit", module="tests.processes.tensorflow_worker")
+    for result in results:
+        assert result.get("error") == "ValueError", result
+        assert "PerReplica" in result["message"]

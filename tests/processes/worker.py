@@ -1,7 +1,8 @@
 """One process of a two-process JAX run over 127.0.0.1.
 
 `tests/test_processes.py` starts two of these:
-`python -m tests.processes.worker <process id> <port> <probe>`. Each joins
+`python -m tests.processes.worker <process id> <probe> <port> <port>`
+(the coordinator listens on the first port). Each joins
 the run (gloo collectives, one CPU device per process), sets Keras's
 `DataParallel` over both processes' devices, runs the probe on data of its
 own, and prints the probe's result as JSON on its last line.
@@ -246,7 +247,7 @@ PROBES = {
 
 
 def main():
-    process_id, port, probe = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    process_id, probe, port = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
