@@ -3,6 +3,7 @@
 import warnings
 
 import keras
+import numpy as np
 
 from keras_gradnets.core.processes import local_to_this_process
 from keras_gradnets.core.rewrite import Rewriter
@@ -65,11 +66,18 @@ class _Finalizer(Rewriter):
                 {key: units for key in ("filters", "units") if key in config}
             )
         kernel = _kernel_index(layer)
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
 
         def cut():
             values = layer.get_weights()
+            if depthwise:
+                # Channel c is `kernel[..., c, :]` and `bias[c]`.
+                return [
+                    np.take(v, range(units), axis=-2 if i == kernel else -1)
+                    for i, v in enumerate(values)
+                ]
             if kernel is not None and rows is not None:
-                values[kernel] = values[kernel][..., :rows, :]
+                values[kernel] = np.take(values[kernel], rows, axis=-2)
             if units is not None:
                 values = [v[..., :units] for v in values]
             return values

@@ -62,6 +62,18 @@ class ConcreteWidth(ConcreteLayer):
     the chosen width, the layer after it to the matching input rows or
     channels, and removes the `ConcreteWidth`.
 
+    In a residual stage, where every block adds into the same channels,
+    the channels are one choice: call one `ConcreteWidth` after the
+    activation that ends each block of the stage (with
+    `keras_gradnets.insert_after` in a model that already exists). `finalize`
+    then cuts every coupled layer together: the convolutions that write
+    into the stage (projection shortcuts included), its batch norms and
+    depthwise convolutions, the layers that read it, and a `Concatenate`
+    at the stage's offset. A placement it could not cut exactly is refused
+    when `TemperatureScheduler` starts training, with the reason. The
+    penalty is added at every call, so a stage's width weighs once per
+    block that it is called after.
+
     `temperature` is the layer's declared state (a float32 >= 0), annealed
     by `keras_gradnets.callbacks.TemperatureScheduler`; at 0 the sample is
     the hard Gumbel-max sample.
