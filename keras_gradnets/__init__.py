@@ -7,6 +7,7 @@ from keras_gradnets import plotting
 from keras_gradnets import schedules
 from keras_gradnets.finalize import finalize
 from keras_gradnets.gradnets.gradualize import gradualize
+from keras_gradnets.insert import insert_after
 
 __version__ = "0.3.0"
 
@@ -15,6 +16,7 @@ __all__ = [
     "callbacks",
     "finalize",
     "gradualize",
+    "insert_after",
     "layers",
     "plotting",
     "schedules",
