@@ -146,6 +146,57 @@ def test_a_saved_residual_search_loads_and_finalizes_the_same(tmp_path):
     )
 
 
+def test_a_residual_search_resumed_from_a_file_matches_an_uninterrupted_run(
+    tmp_path,
+):
+    kwargs = dict(batch_size=4, shuffle=False, verbose=0)
+    search = dict(warmup_steps=6, logits_scale=3.0)
+
+    def fresh():
+        keras.utils.set_random_seed(3)
+        return _residual_net()
+
+    full = fresh()
+    full.fit(
+        X, Y, epochs=4, callbacks=[TemperatureScheduler(**search)], **kwargs
+    )
+    model = fresh()
+    stop = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: setattr(
+            model, "stop_training", epoch == 1
+        )
+    )
+    model.fit(
+        X,
+        Y,
+        epochs=4,
+        callbacks=[TemperatureScheduler(**search), stop],
+        **kwargs,
+    )
+    model.save(tmp_path / "search.keras")
+    loaded = keras.saving.load_model(tmp_path / "search.keras")
+    loaded.fit(
+        X,
+        Y,
+        epochs=4,
+        initial_epoch=2,
+        callbacks=[TemperatureScheduler(**search)],
+        **kwargs,
+    )
+    for a, b in zip(loaded.weights, full.weights, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a),
+            keras.ops.convert_to_numpy(b),
+            atol=1e-5,
+            err_msg=a.path,
+        )
+    np.testing.assert_allclose(
+        keras_gradnets.finalize(loaded).predict(X, verbose=0),
+        keras_gradnets.finalize(full).predict(X, verbose=0),
+        atol=1e-5,
+    )
+
+
 def test_concatenated_widths_keep_their_rows_at_their_offsets():
     inputs = keras.Input((8, 8, 2))
     first = layers.ConcreteWidth([2, 4, 6], name="first_width")(
