@@ -31,7 +31,10 @@ def insert_after(model, layers):
 
     The copy is built on the rewriting engine of `gradualize` and
     `finalize`: the other layers keep their weights, and op nodes,
-    shared layers and nested models pass through.
+    shared layers and nested models pass through. A keras-hub backbone
+    comes back as a functional `keras.Model` with the same inputs and
+    outputs: its class rebuilds its graph from constructor arguments,
+    which cannot hold the new layer.
 
     Args:
         model: A built Sequential or functional Keras model, such as a

@@ -139,6 +139,26 @@ def test_task_model_trains_saves_and_finalizes(name, tmp_path):
     assert_tree_close(plain(x), loaded.backbone(x))
 
 
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_insert_after_a_transformer_block(name, tmp_path):
+    backbone = BACKBONES[name]()
+    x = _inputs(backbone)
+    extra = keras.layers.Dropout(0.5, name="extra")
+    model = keras_gradnets.insert_after(
+        backbone, {"transformer_layer_0": extra}
+    )
+    (node,) = extra._inbound_nodes
+    assert node.parent_nodes[0].operation.name == "transformer_layer_0"
+    expected = backbone.predict(x, verbose=0)
+    assert_tree_close(model.predict(x, verbose=0), expected, atol=1e-6)
+    # Its class rebuilds the graph from constructor arguments, which cannot
+    # hold the new layer: a functional model with the same inputs comes back.
+    assert not isinstance(model, keras_hub.models.Backbone)
+    model.save(tmp_path / "inserted.keras")
+    loaded = keras.saving.load_model(tmp_path / "inserted.keras")
+    assert_tree_close(loaded.predict(x, verbose=0), expected, atol=1e-6)
+
+
 def test_finalize_refuses_a_backbone_mid_annealing():
     model = keras_gradnets.gradualize(_gpt2(), verbose=False)
     _set_g(model, 0.5)
