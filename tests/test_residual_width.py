@@ -302,6 +302,35 @@ def test_a_keras_applications_resnet_stage_is_searched_and_cut():
     ]
 
 
+def test_a_keras_applications_inverted_residual_block_is_searched_and_cut():
+    # MobileNetV2's linear bottlenecks: no activation after the join, so the
+    # stage's width goes right after the projection's batch norm and the
+    # join; the expansion's width after the depthwise convolution's ReLU6.
+    model = keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), classes=4, alpha=0.35
+    )
+    stage = layers.ConcreteWidth([4, 8], name="block_2_width")
+    inner = layers.ConcreteWidth([16, 48], name="block_2_inner_width")
+    searched = keras_gradnets.insert_after(
+        model,
+        {
+            "block_1_project_BN": stage,
+            "block_2_add": stage,
+            "block_2_depthwise_relu": inner,
+        },
+    )
+    _randomize_batch_norms(searched)
+    _choose(stage, 0)
+    _choose(inner, 0)
+    x = RNG.normal(size=(2, 32, 32, 3)).astype("float32")
+    plain = _check_finalized(searched, x)
+    assert plain.get_layer("block_1_project").kernel.shape == (1, 1, 48, 4)
+    assert plain.get_layer("block_2_project").kernel.shape == (1, 1, 16, 4)
+    assert plain.get_layer("block_2_expand").kernel.shape == (1, 1, 4, 16)
+    assert plain.get_layer("block_2_depthwise").kernel.shape == (3, 3, 16, 1)
+    assert plain.get_layer("block_3_expand").kernel.shape[-2] == 4
+
+
 def test_insert_after_shares_a_layer_and_keeps_the_weights():
     model = _residual_net()
     extra = keras.layers.Dropout(0.5, name="extra")
