@@ -43,6 +43,19 @@ class CrashAt(keras.callbacks.Callback):
             raise RuntimeError("Interrupted")
 
 
+class StopAfter(keras.callbacks.Callback):
+    """Ends `fit` cleanly after epoch `epoch` (from 0), as a user who stops
+    a run to save it would."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.stop_training = True
+
+
 class BatchRecorder(keras.callbacks.Callback):
     """Records one key of the batch logs after every step."""
 

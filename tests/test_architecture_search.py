@@ -14,6 +14,7 @@ from keras_gradnets.callbacks import TemperatureScheduler
 from keras_gradnets.schedules import Geometric
 from tests.helpers import BatchRecorder
 from tests.helpers import LastBatchMean
+from tests.helpers import StopAfter
 from tests.helpers import TemperatureProbe
 from tests.helpers import jit_modes
 from tests.helpers import temperature_probe_model
@@ -494,16 +495,11 @@ def test_resume_after_save_matches_an_uninterrupted_run(tmp_path):
         x, y, epochs=4, callbacks=[TemperatureScheduler(**search)], **kwargs
     )
     model = fresh()
-    stop = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: setattr(
-            model, "stop_training", epoch == 1
-        )
-    )
     model.fit(
         x,
         y,
         epochs=4,
-        callbacks=[TemperatureScheduler(**search), stop],
+        callbacks=[TemperatureScheduler(**search), StopAfter(1)],
         **kwargs,
     )
     (width,) = [x for x in model.layers if isinstance(x, layers.ConcreteWidth)]

@@ -8,6 +8,7 @@ import pytest
 import keras_gradnets
 from keras_gradnets import layers
 from keras_gradnets.callbacks import TemperatureScheduler
+from tests.helpers import StopAfter
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(16, 8, 8, 1)).astype("float32")
@@ -161,16 +162,11 @@ def test_a_residual_search_resumed_from_a_file_matches_an_uninterrupted_run(
         X, Y, epochs=4, callbacks=[TemperatureScheduler(**search)], **kwargs
     )
     model = fresh()
-    stop = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: setattr(
-            model, "stop_training", epoch == 1
-        )
-    )
     model.fit(
         X,
         Y,
         epochs=4,
-        callbacks=[TemperatureScheduler(**search), stop],
+        callbacks=[TemperatureScheduler(**search), StopAfter(1)],
         **kwargs,
     )
     model.save(tmp_path / "search.keras")

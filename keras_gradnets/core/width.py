@@ -75,6 +75,16 @@ _MERGES = (
     keras.layers.Minimum,
     keras.layers.Multiply,
 )
+# How a join of each class (a merge layer, or the op of `x + y`, ...) keeps
+# a channel at 0: when it is 0 in every input, or in any input.
+_JOIN_ZEROS = {
+    "Add": "all",
+    "Subtract": "all",
+    "Average": "all",
+    "Maximum": "all",
+    "Minimum": "all",
+    "Multiply": "any",
+}
 _SOFTMAX = ("softmax", "log_softmax")
 # Layers whose kernel's last axis holds the units they produce, and its
 # second to last axis the units they read.
@@ -204,10 +214,7 @@ def _merge_kind(node):
         keras.tree.flatten(node.arguments.args)
     ):
         return None  # An op with a constant, such as `x + 1.0`.
-    name = operation.__class__.__name__
-    if name in ("Add", "Subtract", "Average", "Maximum", "Minimum"):
-        return "all"
-    return "any" if name == "Multiply" else None
+    return _JOIN_ZEROS.get(operation.__class__.__name__)
 
 
 def _depthwise(operation):
@@ -414,15 +421,14 @@ def _cut_concatenation(layer, graph, node, key, width, rows):
             "it is concatenated on an axis other than the last by",
             node.operation,
         )
-    inputs = node.arguments.keras_tensors
-    sizes = [t.shape[-1] for t in inputs]
+    sizes = [t.shape[-1] for t in node.arguments.keras_tensors]
     offset = sum(sizes[: graph.inputs(node).index(key)])
+    total = sum(sizes)
     drop = np.arange(offset + width, offset + layer.units)
     frontier = [node]
     while frontier:
         for reader in graph.readers[graph.outputs(frontier.pop())[0]]:
             operation = None if reader is None else reader.operation
-            total = sum(sizes)
             if operation is None:
                 _cannot(layer, "its units reach", "the model output")
             if isinstance(operation, keras.layers.Concatenate):
