@@ -8,18 +8,21 @@ blocks (width 64, 4 heads, feed-forward 128), a softmax over the 256
 bytes; Adam 1e-3, batch 32, windows of 64 bytes.
 
 * `deep`: 4 blocks, trained from scratch for the whole run.
-* `stacked`: `DynamicStack(depth=4, initial_depth=2)`, grown to 4 blocks
-  by `CapacityGrowth(grow_at=[fraction])` (G_stack: the trained blocks
-  copied on top, entering through gates at 0).
+* `top`, `middle`: `DynamicStack(depth=4, initial_depth=2,
+  placement=...)`, grown to 4 blocks by `CapacityGrowth(grow_at=[f])`:
+  `top` is G_stack (the trained blocks copied on top), `middle` is MIDAS
+  (the middle block copied after itself); new blocks enter through gates
+  at 0.
 
-It prints, per seed and as medians, the final validation loss of both,
+It prints, per seed and as medians, the final validation loss of each,
 and the training compute (parameters in use x tokens, summed over the
-epochs) at which the stacked model first comes within 2% of the deep
+epochs) at which each stacked model first comes within 2% of the deep
 model's final validation loss, as a fraction of the deep model's
 compute; "never" if it does not within the run.
 
     python benchmarks/depth_stacking.py [--seeds 0 1 2] [--epochs 12]
-        [--steps 100] [--grow-at 0.5] [--backend jax]
+        [--steps 100] [--grow-at 0.5] [--placements top middle]
+        [--backend jax]
 """
 
 import argparse
@@ -61,7 +64,8 @@ if kind == "deep":
     stack = kg.layers.DynamicStack(block, depth=4, initial_depth=4)
     callbacks = []
 else:
-    stack = kg.layers.DynamicStack(block, depth=4, initial_depth=2)
+    stack = kg.layers.DynamicStack(
+        block, depth=4, initial_depth=2, placement=kind)
     callbacks = [kg.callbacks.CapacityGrowth(grow_at=[grow_at])]
 h = stack(h)
 outputs = keras.layers.Dense(256)(keras.layers.LayerNormalization()(h))
@@ -93,6 +97,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--grow-at", type=float, default=0.5)
+    parser.add_argument(
+        "--placements",
+        nargs="+",
+        default=["top", "middle"],
+        choices=["top", "middle"],
+    )
     parser.add_argument("--backend", default="jax")
     args = parser.parse_args()
     env = dict(os.environ, KERAS_BACKEND=args.backend)
@@ -116,37 +126,48 @@ def main():
         )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
+    placements = args.placements
     print(
         f"backend {args.backend}, seeds {args.seeds}, {args.epochs} epochs "
-        f"of {args.steps} steps, growth at {args.grow_at} of the run"
+        f"of {args.steps} steps, growth at {args.grow_at} of the run; "
+        "final validation loss, and compute to within 2% of deep's"
     )
-    print(f"{'seed':<6}{'deep':>10}{'stacked':>10}  compute to within 2%")
+    print(
+        f"{'seed':<6}{'deep':>10}"
+        + "".join(f"{p:>10}{'compute':>10}" for p in placements)
+    )
     finals, fractions = [], []
     for seed in args.seeds:
-        deep, stacked = run("deep", seed), run("stacked", seed)
+        deep = run("deep", seed)
         target = 1.02 * deep["val_loss"][-1]
-        reached = [
-            c
-            for c, v in zip(
-                stacked["compute"], stacked["val_loss"], strict=True
+        row, final, fraction = f"{seed:<6}{deep['val_loss'][-1]:>10.4f}", [], []
+        for placement in placements:
+            stacked = run(placement, seed)
+            reached = [
+                c
+                for c, v in zip(
+                    stacked["compute"], stacked["val_loss"], strict=True
+                )
+                if v <= target
+            ]
+            fraction.append(
+                reached[0] / deep["compute"][-1] if reached else None
             )
-            if v <= target
-        ]
-        fraction = reached[0] / deep["compute"][-1] if reached else None
+            final.append(stacked["val_loss"][-1])
+            row += f"{final[-1]:>10.4f}" + (
+                f"{'never':>10}" if not reached else f"{fraction[-1]:>10.2f}"
+            )
+        finals.append([deep["val_loss"][-1], *final])
         fractions.append(fraction)
-        finals.append((deep["val_loss"][-1], stacked["val_loss"][-1]))
-        print(
-            f"{seed:<6}{deep['val_loss'][-1]:>10.4f}"
-            f"{stacked['val_loss'][-1]:>10.4f}  "
-            + ("never" if fraction is None else f"{fraction:.2f}")
-        )
-    deep_median, stacked_median = np.median(finals, axis=0)
-    reached = [f for f in fractions if f is not None]
-    print(
-        f"{'median':<6}{deep_median:>10.4f}{stacked_median:>10.4f}  "
-        f"reached on {len(reached)} of {len(fractions)} seeds"
-        + (f", median {np.median(reached):.2f}" if reached else "")
-    )
+        print(row)
+    medians = np.median(finals, axis=0)
+    row = f"{'median':<6}{medians[0]:>10.4f}"
+    for i, _ in enumerate(placements):
+        reached = [f[i] for f in fractions if f[i] is not None]
+        row += f"{medians[i + 1]:>10.4f}{len(reached):>6}/{len(fractions)}"
+        row += f" ({np.median(reached):.2f})" if reached else ""
+    print(row)
+    print("compute column of the median row: seeds that reached (median)")
 
 
 if __name__ == "__main__":

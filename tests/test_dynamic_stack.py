@@ -32,10 +32,14 @@ def _data(n=64, seed=0):
     return x, np.sin(x.sum(axis=1, keepdims=True)).astype("float32")
 
 
-def _model(depth=4, initial_depth=1, optimizer="adam", seed=1):
+def _model(depth=4, initial_depth=1, optimizer="adam", seed=1, placement="top"):
     keras.utils.set_random_seed(seed)
     stack = DynamicStack(
-        CountingBlock(), depth=depth, initial_depth=initial_depth, name="stack"
+        CountingBlock(),
+        depth=depth,
+        initial_depth=initial_depth,
+        placement=placement,
+        name="stack",
     )
     model = keras.Sequential(
         [keras.Input((5,)), keras.layers.Dense(8), stack, keras.layers.Dense(1)]
@@ -168,9 +172,84 @@ def test_weights_of_another_depth_set_that_depth():
     )
 
 
+def _run_in_order(stack, x):
+    """The stack's output computed by hand from `block_order` and gates."""
+    gates = _np(stack.gates)
+    x = ops.convert_to_tensor(x)
+    for i in stack.block_order:
+        h = stack.blocks[i](x)
+        x = x + float(gates[i]) * (h - x)
+    return _np(x)
+
+
+def test_middle_placement_inserts_copies_of_the_middle_block():
+    x, y = _data()
+    model, stack = _model(depth=5, initial_depth=2, placement="middle")
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert stack.block_order == (0, 1)
+    before = _np(model.predict(x, verbose=0))
+    # MIDAS: the middle block is copied and the copy enters after it.
+    assert stack.grow() == 1
+    assert stack.block_order == (0, 2, 1)
+    assert stack.grow() == 1
+    assert stack.block_order == (0, 2, 3, 1)
+    for i in (2, 3):
+        for new, old in zip(
+            stack.blocks[i].get_weights(),
+            stack.blocks[0].get_weights(),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(new, old)
+    np.testing.assert_allclose(
+        _np(model.predict(x, verbose=0)), before, atol=1e-6
+    )
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=16,
+        verbose=0,
+        callbacks=[CapacityGrowth(grow_at=[1])],
+    )
+    assert stack.block_order == (0, 2, 4, 3, 1)
+    hidden = _np(model.layers[0](x))
+    np.testing.assert_allclose(
+        _np(stack(hidden)), _run_in_order(stack, hidden), atol=1e-5
+    )
+    plain = kg.finalize(model)
+    np.testing.assert_allclose(
+        _np(plain.predict(x, verbose=0)),
+        _np(model.predict(x, verbose=0)),
+        atol=1e-5,
+    )
+
+
+def test_middle_placement_survives_save_and_load(tmp_path):
+    x, y = _data()
+    model, stack = _model(depth=5, initial_depth=2, placement="middle")
+    model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        callbacks=[CapacityGrowth(grow_at=[1, 2])],
+    )
+    path = str(tmp_path / "middle.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path).get_layer("stack")
+    assert loaded.placement == "middle"
+    assert loaded.block_order == stack.block_order == (0, 2, 3, 1)
+    hidden = _np(model.layers[0](x))
+    np.testing.assert_allclose(
+        _np(loaded(hidden)), _np(stack(hidden)), atol=1e-6
+    )
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
+        (dict(block=CountingBlock(), depth=3, placement="bottom"), "placem"),
         (dict(block=CountingBlock(), depth=1), "depth"),
         (dict(block=CountingBlock(), depth=3, initial_depth=4), "initial_"),
         (dict(block="dense", depth=3), "block"),

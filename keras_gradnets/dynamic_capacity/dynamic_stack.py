@@ -1,4 +1,4 @@
-"""A stack of residual blocks that grows in depth (G_stack)."""
+"""A stack of residual blocks that grows in depth (G_stack, MIDAS)."""
 
 import copy
 
@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.state import StatefulLayer
 from keras_gradnets.core.state import add_watched_variable
@@ -38,6 +39,23 @@ def _copies(block, count):
     ]
 
 
+def _block_order(initial_depth, active_blocks, placement):
+    """The indices of the active blocks in the order they run.
+
+    The first `initial_depth` blocks run in their order; each later block
+    goes on top (`"top"`) or right after the middle block of the blocks
+    before it (`"middle"`). The order is a function of the depth alone,
+    so it needs no state of its own: saving the depth saves it.
+    """
+    order = list(range(min(initial_depth, active_blocks)))
+    for j in range(len(order), active_blocks):
+        if placement == "top":
+            order.append(j)
+        else:
+            order.insert((len(order) - 1) // 2 + 1, j)
+    return tuple(order)
+
+
 @keras.saving.register_keras_serializable(package="keras_gradnets")
 class DynamicStack(StatefulLayer):
     """A stack of `depth` copies of a block, of which the first ones run.
@@ -46,9 +64,15 @@ class DynamicStack(StatefulLayer):
     G_stack): the stack is allocated at its final depth, the first
     `active_blocks` run and the others are skipped (they cost no compute;
     a compiled function is traced again once the count changes, as for
-    `DynamicDense`). `grow(n)` activates `n` more blocks and copies the
-    trained blocks into them, the first ones on top of the stack, as
-    G_stack stacks the trained model on itself.
+    `DynamicDense`). `grow(n)` activates `n` more blocks and copies
+    trained blocks into them. Where the copies go is `placement`:
+
+    * `"top"`: the first blocks are copied on top of the stack, as G_stack
+      stacks the trained model on itself (its Figure 1).
+    * `"middle"`: the middle block is copied and the copy runs right after
+      it, as MIDAS grows a model in its middle (Saunshi et al. 2024, "On
+      the Inductive Bias of Stacking Towards Improving Reasoning", with
+      blocks of one layer); `n` blocks are `n` such insertions.
 
     Each block enters through a gate: block `i` computes
     `x + a_i * (block_i(x) - x)`, with `a_i` a trainable scalar (the
@@ -71,6 +95,8 @@ class DynamicStack(StatefulLayer):
         depth: Integer >= 2, the final number of blocks.
         initial_depth: Integer in [1, depth], the blocks active at first.
             Defaults to 1.
+        placement: `"top"` or `"middle"`, where grown blocks go, see
+            above. Defaults to `"top"`.
         **kwargs: Base layer arguments such as `name` and `dtype`.
 
     Call arguments:
@@ -92,7 +118,9 @@ class DynamicStack(StatefulLayer):
     ```
     """
 
-    def __init__(self, block, depth, initial_depth=1, **kwargs):
+    def __init__(
+        self, block, depth, initial_depth=1, placement="top", **kwargs
+    ):
         active = kwargs.pop("active_blocks", None)
         super().__init__(**kwargs)
         if not isinstance(block, (keras.layers.Layer, dict)):
@@ -104,6 +132,7 @@ class DynamicStack(StatefulLayer):
         self.initial_depth = check_number(
             "initial_depth", initial_depth, low=1, high=depth, integer=True
         )
+        self.placement = check_choice("placement", placement, ("top", "middle"))
         self._active_cache = check_number(
             "active_blocks",
             initial_depth if active is None else active,
@@ -119,6 +148,13 @@ class DynamicStack(StatefulLayer):
     def active_blocks(self):
         """Number of blocks that run (the first ones)."""
         return self._active_cache
+
+    @property
+    def block_order(self):
+        """The indices of the active blocks in `blocks`, in running order."""
+        return _block_order(
+            self.initial_depth, self.active_blocks, self.placement
+        )
 
     @property
     def capacity(self):
@@ -174,12 +210,15 @@ class DynamicStack(StatefulLayer):
     def grow(self, num_blocks=1, freeze=False):
         """Activates `num_blocks` more blocks (fewer at full depth).
 
-        Block `active_blocks + k` gets the weights of block `k` (G_stack:
-        the trained stack copied on top of itself, cycling when more
-        blocks grow than are active) and a gate of 0, so the outputs are
-        unchanged. The next step of every model that ran the stack uses
-        the new depth. Inside `fit`, call it from a callback after reading
-        `self.model` (on JAX that syncs the training state).
+        Each new block gets the weights of a trained block and a gate of
+        0, so the outputs are unchanged. With `placement="top"` block
+        `active_blocks + k` copies block `k` (the trained stack copied on
+        top of itself, cycling when more blocks grow than are active);
+        with `"middle"` each new block copies the middle block of the
+        running order and runs after it. The next step of every model
+        that ran the stack uses the new depth. Inside `fit`, call it from
+        a callback after reading `self.model` (on JAX that syncs the
+        training state).
 
         Args:
             num_blocks: Integer >= 1.
@@ -199,9 +238,12 @@ class DynamicStack(StatefulLayer):
         new = min(self.depth, old + num_blocks)
         gates = ops.convert_to_numpy(self.gates).copy()
         for j in range(old, new):
-            self.blocks[j].set_weights(
-                self.blocks[(j - old) % old].get_weights()
-            )
+            if self.placement == "top":
+                source = (j - old) % old
+            else:
+                order = _block_order(self.initial_depth, j, "middle")
+                source = order[(len(order) - 1) // 2]
+            self.blocks[j].set_weights(self.blocks[source].get_weights())
             gates[j] = 0.0
         self.gates.assign(gates)
         self._active_variable.assign(np.int32(new))
@@ -240,7 +282,7 @@ class DynamicStack(StatefulLayer):
         hold = bool(training) and self.trainable and links.optimizer_ready(self)
         held = self._hold_blocks(hold)
         x = inputs
-        for i in range(self.active_blocks):
+        for i in self.block_order:
             h = self.blocks[i](x, training=training)
             gate = ops.cast(self.gates[i], h.dtype)
             x = x + gate * (h - x)
@@ -254,7 +296,8 @@ class DynamicStack(StatefulLayer):
     # Finalize -----------------------------------------------------------
 
     def finalized_layers(self):
-        """The active blocks as plain layers, with their weights.
+        """The active blocks as plain layers in running order, with their
+        weights.
 
         A block whose gate is 1 is returned as a copy of itself; one with
         another gate `a` as a functional model computing
@@ -263,7 +306,7 @@ class DynamicStack(StatefulLayer):
         gates = ops.convert_to_numpy(self.gates)
         input_shape = self._block_input_shape
         result = []
-        for i in range(self.active_blocks):
+        for i in self.block_order:
             (block,) = _copies(self.blocks[i], 1)
             if not block.built:
                 block.build(input_shape)
@@ -287,6 +330,7 @@ class DynamicStack(StatefulLayer):
                 "block": keras.saving.serialize_keras_object(self.blocks[0]),
                 "depth": self.depth,
                 "initial_depth": self.initial_depth,
+                "placement": self.placement,
                 "active_blocks": self.active_blocks,
             }
         )
