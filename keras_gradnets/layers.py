@@ -13,6 +13,7 @@ from keras_gradnets.dynamic_capacity.dynamic_conv import DynamicConv2D
 from keras_gradnets.dynamic_capacity.dynamic_dense import DynamicDense
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 from keras_gradnets.dynamic_capacity.dynamic_stack import DynamicStack
+from keras_gradnets.dynamic_capacity.gradmax import initialize_gradmax
 from keras_gradnets.dynamic_capacity.linking import link_dynamic_layers
 from keras_gradnets.gradnets.affine_spatial_transformer import (
     AffineSpatialTransformer,
@@ -72,5 +73,6 @@ __all__ = [
     "Resize",
     "StatefulLayer",
     "attach_heads",
+    "initialize_gradmax",
     "link_dynamic_layers",
 ]

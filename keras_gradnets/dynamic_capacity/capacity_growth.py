@@ -18,6 +18,8 @@ from keras_gradnets.core.warmup import GrowthWarmup
 from keras_gradnets.dynamic_capacity.activation_stats import activation_stats
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 from keras_gradnets.dynamic_capacity.dynamic_stack import DynamicStack
+from keras_gradnets.dynamic_capacity.gradmax import gradmax_readers
+from keras_gradnets.dynamic_capacity.gradmax import initialize_gradmax
 from keras_gradnets.dynamic_capacity.linking import link_dynamic_layers
 from keras_gradnets.dynamic_capacity.plateau import PlateauMonitor
 
@@ -96,6 +98,10 @@ class CapacityGrowth(keras.callbacks.Callback):
     * **Where**: `select="all"` grows every chosen layer that is not full;
       `select="activation_std"` grows the one whose active units have the
       largest activation standard deviation on `data` (thesis 4.3).
+    * **How**: each layer initializes its new units as its `growth_init`
+      says; for `growth_init="gradmax"` the callback sets their outgoing
+      weights from the gradient of the loss on `data=(x, y)`
+      (`keras_gradnets.layers.initialize_gradmax`).
     * **After**: with `warmup=k`, the learning rate restarts at `1/k` of
       its current value after each growth and ramps back over `k` steps
       (`keras_gradnets.schedules.GrowthWarmup`). A `LearningRateSchedule`
@@ -165,8 +171,10 @@ class CapacityGrowth(keras.callbacks.Callback):
             grow. Defaults to every one of the model.
         select: `"all"` or `"activation_std"`, see above. Defaults to
             `"all"`.
-        data: A batch of inputs used to measure activations; required with
-            `select="activation_std"`.
+        data: A batch of inputs `x`, used to measure activations, or a
+            tuple `(x, y)` of inputs and targets. Required with
+            `select="activation_std"` and, as `(x, y)`, for layers with
+            `growth_init="gradmax"`.
         warmup: Integer >= 0, the length of the learning-rate ramp after
             each growth, in steps. Defaults to 0 (off).
         verbose: 0 (silent) or 1 (print a line at each growth).
@@ -287,6 +295,22 @@ class CapacityGrowth(keras.callbacks.Callback):
                 f"'{self.model.name}'. Add one, for example "
                 "`keras_gradnets.layers.DynamicDense(units, chunks=5)`."
             )
+        gradmax = [
+            layer
+            for layer in self._chosen()
+            if getattr(layer, "growth_init", None) == "gradmax"
+        ]
+        if gradmax and not (
+            isinstance(self.data, tuple) and len(self.data) == 2
+        ):
+            raise ValueError(
+                f"CapacityGrowth grows layers {[x.name for x in gradmax]} "
+                "with growth_init='gradmax', which needs a batch of inputs "
+                "and targets for the gradient: pass data=(x, y). Received: "
+                f"data of type {type(self.data).__name__}"
+            )
+        for layer in gradmax:
+            gradmax_readers(layer)
         if self._given_layers is not None:
             missing = [
                 x.name for x in self._given_layers if x not in self.layers
@@ -531,7 +555,8 @@ class CapacityGrowth(keras.callbacks.Callback):
         if not layers:
             return
         if self.select == "activation_std":
-            stats = activation_stats(self.model, self.data, layers)
+            x = self.data[0] if isinstance(self.data, tuple) else self.data
+            stats = activation_stats(self.model, x, layers)
             layers = [max(layers, key=lambda layer: stats[layer.name]["std"])]
         # On JAX, reading `self.model` syncs the training state into the
         # variables, so the growth's writes reach the next step.
@@ -540,7 +565,11 @@ class CapacityGrowth(keras.callbacks.Callback):
             self._start_ramp(step)
             self._epoch_start = step - self._batch_mean[0] - 1
         for layer in layers:
+            start = layer.capacity_counts()[0]
             layer.grow(1, freeze=self.freeze)
+            if getattr(layer, "growth_init", None) == "gradmax":
+                stop = layer.active_units
+                initialize_gradmax(self.model, layer, start, stop, self.data)
         self.events.append(
             {
                 "step": step,

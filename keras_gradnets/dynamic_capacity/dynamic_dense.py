@@ -1,6 +1,7 @@
 """Dense layer with a growing active part."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
@@ -41,7 +42,15 @@ class DynamicDense(DynamicLayer):
     or as the model output) is refused when linked. With
     `growth_init="random"` the readers of the new units get fresh weights
     for them, the function changes at the growth, and any reader is
-    accepted: `benchmarks/growth_trigger.py` measures both.
+    accepted: `benchmarks/growth_trigger.py` measures both. With
+    `growth_init="gradmax"` it is the other way round, as GradMax (Evci et
+    al. 2022) grows: new units start with zero incoming weights and
+    outgoing weights that make the gradient of the incoming ones largest,
+    the top singular vectors of the loss's gradient correlation
+    (`initialize_gradmax`, which `CapacityGrowth(data=(x, y))` calls).
+    The function is kept; the activation needs f(0) = 0 and a nonzero
+    slope at 0 (tanh, gelu, silu, linear; not ReLU), and the readers
+    must be `Dense` or `DynamicDense` layers.
 
     Args:
         units: Positive integer, the full (maximum) number of outputs.
@@ -51,7 +60,8 @@ class DynamicDense(DynamicLayer):
             Defaults to 1.
         activation: Activation function applied to the active outputs.
         use_bias: Whether the layer uses a bias. Defaults to `True`.
-        growth_init: `"function_preserving"` or `"random"`, see above.
+        growth_init: `"function_preserving"`, `"gradmax"` or `"random"`,
+            see above.
             Defaults to `"function_preserving"`.
         kernel_initializer: Initializer of the kernel, drawn at the active
             shape. Defaults to `"glorot_uniform"`.
@@ -82,6 +92,26 @@ class DynamicDense(DynamicLayer):
     hidden.grow()  # by hand: next chunk, freeze the trained ones
     ```
     """
+
+    def _check_gradmax(self):
+        """GradMax starts new units with zero incoming weights: they output
+        `f(0)`, which must be 0 to keep the function, and learn through
+        `f'(0)`, which must exist and not be 0 (not ReLU's kink)."""
+        step = 1e-3
+        f = ops.convert_to_numpy(
+            self.activation(ops.convert_to_tensor([-step, 0.0, step]))
+        )
+        left, right = (f[1] - f[0]) / step, (f[2] - f[1]) / step
+        if f[1] != 0 or right == 0 or not np.isclose(left, right, rtol=1e-2):
+            raise ValueError(
+                "growth_init='gradmax' starts new units with zero incoming "
+                "weights, so it needs an activation with f(0) = 0 and a "
+                "nonzero slope at 0 (linear, tanh, gelu, silu, elu). "
+                "Received: activation="
+                f"{getattr(self.activation, '__name__', self.activation)!r}. "
+                "Pass "
+                "growth_init='function_preserving' for this activation."
+            )
 
     def _kernel_shape(self, input_dim, units):
         return (input_dim, units)

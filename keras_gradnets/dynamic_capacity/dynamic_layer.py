@@ -16,7 +16,7 @@ from keras_gradnets.core.state import add_watched_variable
 from keras_gradnets.core.state import assign_checked
 from keras_gradnets.dynamic_capacity import links
 
-GROWTH_INITS = ("function_preserving", "random")
+GROWTH_INITS = ("function_preserving", "gradmax", "random")
 
 
 def _chunk_bounds(units, chunks):
@@ -81,7 +81,7 @@ def _check_capacity_variable(layer, state, value):
         )
 
 
-def _set_rows(kernel, start, stop, rows=None):
+def set_rows(kernel, start, stop, rows=None):
     """Writes `rows` (zeros if None) into input rows `start:stop`."""
     if rows is None:
         rows = ops.zeros_like(kernel[..., start:stop, :])
@@ -176,6 +176,8 @@ class DynamicLayer(StatefulLayer):
         self.growth_init = check_choice(
             "growth_init", growth_init, GROWTH_INITS
         )
+        if self.growth_init == "gradmax":
+            self._check_gradmax()
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         if seed is None:
@@ -246,7 +248,9 @@ class DynamicLayer(StatefulLayer):
     def set_capacity(self, active_units, frozen_units=None):
         """Sets how many units are active and how many are frozen.
 
-        Units that become active are initialized as `growth_init` says;
+        Units that become active are initialized as `growth_init` says
+        (with `"gradmax"`, their incoming and outgoing weights are zeros
+        until `initialize_gradmax` sets the outgoing ones);
         units that become inactive output zeros again (their weights are
         kept). Both counts must be chunk boundaries (`layer.bounds`).
 
@@ -276,10 +280,13 @@ class DynamicLayer(StatefulLayer):
         self._active_variable.assign(np.int32(active))
         self._frozen_variable.assign(np.int32(frozen))
         if active > old_active:
-            self.initialize_units(old_active, active)
+            if self.growth_init == "gradmax":
+                self._zero_units(old_active, active)
+            else:
+                self.initialize_units(old_active, active)
             for i, consumer in enumerate(links.consumers_of(self)):
                 self._initialize_reader(consumer, old_active, active, i)
-            if self.growth_init == "function_preserving":
+            if self.growth_init != "random":
                 for reader in links.readers_through_of(self):
                     _zero_rows_reading(reader, self.units, old_active, active)
         links.capacity_changed(self)
@@ -299,6 +306,14 @@ class DynamicLayer(StatefulLayer):
         target = min(self.active_chunks + num_chunks, self.chunks)
         frozen = self.active_units if freeze else self.frozen_units
         self.set_capacity(self.bounds[target], frozen)
+
+    def _check_gradmax(self):
+        """Raises unless GradMax can grow the layer (`DynamicDense`)."""
+        raise ValueError(
+            f"growth_init='gradmax' is implemented for DynamicDense, not "
+            f"{self.__class__.__name__}. Pass "
+            "growth_init='function_preserving' or 'random'."
+        )
 
     # Build and state ---------------------------------------------------
 
@@ -441,6 +456,12 @@ class DynamicLayer(StatefulLayer):
             if self.use_bias:
                 self.biases[i].assign(bias[lo:hi])
 
+    def _zero_units(self, start, stop):
+        """Zeros the incoming weights and biases of units `start:stop`."""
+        for i in range(self.bounds.index(start), self.bounds.index(stop)):
+            for variable in self._chunk_variables(i):
+                variable.assign(ops.zeros(variable.shape, variable.dtype))
+
     def initialize_inputs(self, start, stop):
         """Sets the weights that read input units `start:stop`.
 
@@ -458,7 +479,7 @@ class DynamicLayer(StatefulLayer):
             if draw and self.frozen_chunks <= i < self.active_chunks:
                 lo, hi = self.bounds[i], self.bounds[i + 1]
                 rows = full[..., start:stop, :][..., lo:hi]
-            _set_rows(self.kernels[i], start, stop, rows)
+            set_rows(self.kernels[i], start, stop, rows)
 
     def _initialize_reader(self, reader, start, stop, index, draw=None):
         """Sets the weights with which `reader`, the consumer at `index`,
@@ -476,7 +497,7 @@ class DynamicLayer(StatefulLayer):
             shape = tuple(kernel.shape[:-2]) + (stop, kernel.shape[-1])
             rows = self._draw(reader.kernel_initializer, shape, stop, 3 + index)
             rows = rows[..., start:stop, :]
-        _set_rows(kernel, start, stop, rows)
+        set_rows(kernel, start, stop, rows)
 
     def linked(self):
         """Prepares the layer once `link_dynamic_layers` linked it.

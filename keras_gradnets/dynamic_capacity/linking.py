@@ -158,7 +158,8 @@ def link_dynamic_layers(model):
 
     Raises:
         ValueError: if `model.optimizer` accumulates gradients, or if a
-            layer with `growth_init="function_preserving"` is read, directly
+            layer with `growth_init="function_preserving"` (or
+            `"gradmax"`) is read, directly
             or through activations, dropout, pooling or `Flatten`, by a
             layer without a kernel (a normalization, an `Add`, the model
             output), where new units could not start with zero outgoing
@@ -166,7 +167,7 @@ def link_dynamic_layers(model):
     """
     readers = dynamic_readers(model)
     for producer, (consumers, through, others) in readers.items():
-        if producer.growth_init == "function_preserving" and (
+        if producer.growth_init != "random" and (
             others or not (consumers or through)
         ):
             names = [
@@ -174,8 +175,8 @@ def link_dynamic_layers(model):
             ] or ["(the model output)"]
             raise ValueError(
                 f"Layer '{producer.name}' has "
-                "growth_init='function_preserving', which starts new units "
-                "with zero outgoing weights, but it is read by "
+                f"growth_init={producer.growth_init!r}, which starts new "
+                "units with zero outgoing weights, but it is read by "
                 f"{names}, which has no kernel over its units and is not a "
                 "layer that keeps each channel apart and zeros at zero "
                 "(activations with f(0) = 0, dropout, pooling, `Flatten`, "
