@@ -9,7 +9,8 @@ bytes; Adam 1e-3, batch 32, windows of 64 bytes.
 
 * `deep`: 4 blocks, trained from scratch for the whole run.
 * `top`, `middle`: `DynamicStack(depth=4, initial_depth=2,
-  placement=...)`, grown to 4 blocks by `CapacityGrowth(grow_at=[f])`:
+  placement=..., blocks_per_growth=2)`, grown to 4 blocks at once by
+  `CapacityGrowth(grow_at=[f])`:
   `top` is G_stack (the trained blocks copied on top), `middle` is MIDAS
   (the middle block copied after itself); new blocks enter through gates
   at 0.
@@ -65,7 +66,7 @@ if kind == "deep":
     callbacks = []
 else:
     stack = kg.layers.DynamicStack(
-        block, depth=4, initial_depth=2, placement=kind)
+        block, depth=4, initial_depth=2, placement=kind, blocks_per_growth=2)
     callbacks = [kg.callbacks.CapacityGrowth(grow_at=[grow_at])]
 h = stack(h)
 outputs = keras.layers.Dense(256)(keras.layers.LayerNormalization()(h))
@@ -84,6 +85,7 @@ class Compute(keras.callbacks.Callback):
 
 history = model.fit(*train, validation_data=val, batch_size=batch,
                     epochs=epochs, verbose=0, callbacks=[*callbacks, Compute()])
+assert stack.active_blocks == 4
 print(json.dumps({"val_loss": history.history["val_loss"],
                   "compute": np.cumsum(compute).tolist()}))
 """

@@ -110,6 +110,31 @@ def test_capacity_growth_grows_a_stack_on_a_budget():
     assert stack.active_blocks == 3
 
 
+def test_a_growth_adds_blocks_per_growth_blocks():
+    # G_stack doubles the depth: the trained stack copied on top at once.
+    x, y = _data()
+    keras.utils.set_random_seed(1)
+    stack = DynamicStack(
+        CountingBlock(), depth=4, initial_depth=2, blocks_per_growth=2
+    )
+    model = keras.Sequential([keras.Input((5,)), stack])
+    model.compile("adam", "mse")
+    model.fit(
+        x, x, epochs=2, verbose=0, callbacks=[CapacityGrowth(grow_at=[2])]
+    )
+    assert stack.active_blocks == 4
+    for new, old in ((2, 0), (3, 1)):
+        for a, b in zip(
+            stack.blocks[new].get_weights(),
+            stack.blocks[old].get_weights(),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+    config = stack.get_config()
+    assert config["blocks_per_growth"] == 2
+    assert DynamicStack.from_config(config).blocks_per_growth == 2
+
+
 def test_finalize_gives_the_active_blocks_as_plain_layers():
     x, y = _data()
     model, stack = _model()
@@ -250,6 +275,7 @@ def test_middle_placement_survives_save_and_load(tmp_path):
     "kwargs, match",
     [
         (dict(block=CountingBlock(), depth=3, placement="bottom"), "placem"),
+        (dict(block=CountingBlock(), depth=3, blocks_per_growth=0), "per_gr"),
         (dict(block=CountingBlock(), depth=1), "depth"),
         (dict(block=CountingBlock(), depth=3, initial_depth=4), "initial_"),
         (dict(block="dense", depth=3), "block"),

@@ -66,8 +66,9 @@ def _metric_direction(model, name):
 class CapacityGrowth(keras.callbacks.Callback):
     """Grows dynamic layers by one chunk on a plateau or at given times.
 
-    A `DynamicStack` in the model grows the same way, by one block (it
-    does not freeze: `freeze=True` is refused for it).
+    A `DynamicStack` in the model grows the same way, by its
+    `blocks_per_growth` blocks (it does not freeze: `freeze=True` is
+    refused for it).
 
     The dynamic-capacity thesis (sections 4.1 and 5.1) tracks the moving
     average of the training loss and, once it stops improving, activates
@@ -566,7 +567,7 @@ class CapacityGrowth(keras.callbacks.Callback):
             self._epoch_start = step - self._batch_mean[0] - 1
         for layer in layers:
             start = layer.capacity_counts()[0]
-            layer.grow(1, freeze=self.freeze)
+            layer.grow(freeze=self.freeze)
             if getattr(layer, "growth_init", None) == "gradmax":
                 stop = layer.active_units
                 initialize_gradmax(self.model, layer, start, stop, self.data)

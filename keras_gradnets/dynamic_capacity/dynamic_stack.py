@@ -97,6 +97,10 @@ class DynamicStack(StatefulLayer):
             Defaults to 1.
         placement: `"top"` or `"middle"`, where grown blocks go, see
             above. Defaults to `"top"`.
+        blocks_per_growth: Integer >= 1, the blocks a growth adds
+            (`grow()` without a count, and each growth of
+            `CapacityGrowth`). G_stack doubles the depth: pass
+            `initial_depth`. Defaults to 1.
         **kwargs: Base layer arguments such as `name` and `dtype`.
 
     Call arguments:
@@ -119,7 +123,13 @@ class DynamicStack(StatefulLayer):
     """
 
     def __init__(
-        self, block, depth, initial_depth=1, placement="top", **kwargs
+        self,
+        block,
+        depth,
+        initial_depth=1,
+        placement="top",
+        blocks_per_growth=1,
+        **kwargs,
     ):
         active = kwargs.pop("active_blocks", None)
         super().__init__(**kwargs)
@@ -133,6 +143,9 @@ class DynamicStack(StatefulLayer):
             "initial_depth", initial_depth, low=1, high=depth, integer=True
         )
         self.placement = check_choice("placement", placement, ("top", "middle"))
+        self.blocks_per_growth = check_number(
+            "blocks_per_growth", blocks_per_growth, low=1, integer=True
+        )
         self._active_cache = check_number(
             "active_blocks",
             initial_depth if active is None else active,
@@ -207,7 +220,7 @@ class DynamicStack(StatefulLayer):
             _depth_assigned,
         )
 
-    def grow(self, num_blocks=1, freeze=False):
+    def grow(self, num_blocks=None, freeze=False):
         """Activates `num_blocks` more blocks (fewer at full depth).
 
         Each new block gets the weights of a trained block and a gate of
@@ -221,12 +234,14 @@ class DynamicStack(StatefulLayer):
         training state).
 
         Args:
-            num_blocks: Integer >= 1.
+            num_blocks: Integer >= 1. Defaults to `blocks_per_growth`.
             freeze: Must be False: a stack does not freeze its blocks.
 
         Returns:
             The number of blocks that became active.
         """
+        if num_blocks is None:
+            num_blocks = self.blocks_per_growth
         check_number("num_blocks", num_blocks, low=1, integer=True)
         if freeze:
             raise ValueError(
@@ -331,6 +346,7 @@ class DynamicStack(StatefulLayer):
                 "depth": self.depth,
                 "initial_depth": self.initial_depth,
                 "placement": self.placement,
+                "blocks_per_growth": self.blocks_per_growth,
                 "active_blocks": self.active_blocks,
             }
         )
