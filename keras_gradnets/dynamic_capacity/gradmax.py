@@ -1,6 +1,7 @@
 """GradMax: the outgoing weights of new units from the loss's gradient."""
 
 import numpy as np
+from keras import ops
 
 from keras_gradnets.core.gradients import loss_gradients
 from keras_gradnets.core.processes import gather_from_processes
@@ -51,7 +52,7 @@ def _write_rows(kernels, start, stop, rows):
     `start:stop` of `kernels`, split over their columns."""
     first = 0
     for kernel in kernels:
-        value = np.array(kernel.numpy())
+        value = np.array(ops.convert_to_numpy(kernel))
         last = first + kernel.shape[-1]
         value[start:stop] = rows[:, first:last]
         kernel.assign(value)
@@ -138,7 +139,7 @@ def initialize_gradmax(model, layer, start, stop, data):
         matrix = gather_from_processes(matrix).sum(axis=0)
         _, _, vh = np.linalg.svd(matrix, full_matrices=False)
         trained = np.concatenate(
-            [np.asarray(kernel.numpy())[:start] for kernel in kernels], -1
+            [ops.convert_to_numpy(kernel)[:start] for kernel in kernels], -1
         )
         scale = np.linalg.norm(trained, axis=-1).mean()
         rows = vh[np.arange(count) % len(vh)] * (scale if scale > 0 else 1.0)
