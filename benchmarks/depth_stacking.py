@@ -13,7 +13,8 @@ bytes; Adam 1e-3, batch 32, windows of 64 bytes.
   `CapacityGrowth(grow_at=[f])`:
   `top` is G_stack (the trained blocks copied on top), `middle` is MIDAS
   (the middle block copied after itself); new blocks enter through gates
-  at 0.
+  at `--grown-gate` (0 keeps the function at the growth, 1 is plain
+  stacking).
 
 It prints, per seed and as medians, the final validation loss of each,
 and the training compute (parameters in use x tokens, summed over the
@@ -23,7 +24,7 @@ compute; "never" if it does not within the run.
 
     python benchmarks/depth_stacking.py [--seeds 0 1 2] [--epochs 12]
         [--steps 100] [--grow-at 0.5] [--placements top middle]
-        [--backend jax]
+        [--grown-gate 0] [--backend jax]
 """
 
 import argparse
@@ -37,9 +38,9 @@ import json, os, sys, sysconfig
 import keras, keras_hub, numpy as np
 import keras_gradnets as kg
 
-kind, seed, epochs, steps, grow_at = sys.argv[1:6]
+kind, seed, epochs, steps, grow_at, grown_gate = sys.argv[1:7]
 seed, epochs, steps = int(seed), int(epochs), int(steps)
-grow_at = float(grow_at)
+grow_at, grown_gate = float(grow_at), float(grown_gate)
 names = ["argparse.py", "functools.py", "inspect.py", "typing.py",
          "dataclasses.py", "pathlib.py", "tarfile.py", "textwrap.py"]
 root = sysconfig.get_paths()["stdlib"]
@@ -66,7 +67,8 @@ if kind == "deep":
     callbacks = []
 else:
     stack = kg.layers.DynamicStack(
-        block, depth=4, initial_depth=2, placement=kind, blocks_per_growth=2)
+        block, depth=4, initial_depth=2, placement=kind, blocks_per_growth=2,
+        grown_gate=grown_gate)
     callbacks = [kg.callbacks.CapacityGrowth(grow_at=[grow_at])]
 h = stack(h)
 outputs = keras.layers.Dense(256)(keras.layers.LayerNormalization()(h))
@@ -105,6 +107,7 @@ def main():
         default=["top", "middle"],
         choices=["top", "middle"],
     )
+    parser.add_argument("--grown-gate", type=float, default=0.0)
     parser.add_argument("--backend", default="jax")
     args = parser.parse_args()
     env = dict(os.environ, KERAS_BACKEND=args.backend)
@@ -120,6 +123,7 @@ def main():
                 str(args.epochs),
                 str(args.steps),
                 str(args.grow_at),
+                str(args.grown_gate),
             ],
             env=env,
             capture_output=True,
@@ -131,7 +135,8 @@ def main():
     placements = args.placements
     print(
         f"backend {args.backend}, seeds {args.seeds}, {args.epochs} epochs "
-        f"of {args.steps} steps, growth at {args.grow_at} of the run; "
+        f"of {args.steps} steps, growth at {args.grow_at} of the run, "
+        f"grown gates start at {args.grown_gate}; "
         "final validation loss, and compute to within 2% of deep's"
     )
     print(

@@ -135,6 +135,22 @@ def test_a_growth_adds_blocks_per_growth_blocks():
     assert DynamicStack.from_config(config).blocks_per_growth == 2
 
 
+def test_grown_gate_one_stacks_as_g_stack():
+    # Gate 1: the grown stack computes the copied blocks in full, so its
+    # output is that of the trained blocks run twice.
+    x, _ = _data()
+    keras.utils.set_random_seed(1)
+    stack = DynamicStack(
+        CountingBlock(), depth=4, initial_depth=2, grown_gate=1.0
+    )
+    stack.build((None, 5))
+    twice = stack(stack(x))
+    stack.grow(2)
+    np.testing.assert_array_equal(_np(stack.gates), [1, 1, 1, 1])
+    np.testing.assert_allclose(_np(stack(x)), _np(twice), atol=1e-5)
+    assert DynamicStack.from_config(stack.get_config()).grown_gate == 1.0
+
+
 def test_finalize_gives_the_active_blocks_as_plain_layers():
     x, y = _data()
     model, stack = _model()
@@ -276,6 +292,7 @@ def test_middle_placement_survives_save_and_load(tmp_path):
     [
         (dict(block=CountingBlock(), depth=3, placement="bottom"), "placem"),
         (dict(block=CountingBlock(), depth=3, blocks_per_growth=0), "per_gr"),
+        (dict(block=CountingBlock(), depth=3, grown_gate=1.5), "grown_gate"),
         (dict(block=CountingBlock(), depth=1), "depth"),
         (dict(block=CountingBlock(), depth=3, initial_depth=4), "initial_"),
         (dict(block="dense", depth=3), "block"),

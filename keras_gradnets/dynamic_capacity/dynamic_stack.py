@@ -77,8 +77,9 @@ class DynamicStack(StatefulLayer):
     Each block enters through a gate: block `i` computes
     `x + a_i * (block_i(x) - x)`, with `a_i` a trainable scalar (the
     ReZero gate of Bachlechner et al. 2020), 1 for the blocks active from
-    the start and 0 for a grown block, so that growth keeps the network's
-    function exactly and the new block's weight in it is learned.
+    the start and `grown_gate` for a grown block: 0 (the default) keeps
+    the network's function exactly at the growth and the new block's
+    weight in it is learned; 1 stacks as G_stack does.
 
     Inactive blocks are held exactly by the optimizer once the model is
     linked (`link_dynamic_layers`, which `CapacityGrowth` calls): no
@@ -101,6 +102,14 @@ class DynamicStack(StatefulLayer):
             (`grow()` without a count, and each growth of
             `CapacityGrowth`). G_stack doubles the depth: pass
             `initial_depth`. Defaults to 1.
+        grown_gate: Number in [0, 1], the gate a grown block starts with.
+            0 keeps the function at the growth and the network learns how
+            much of the block to use; 1 is G_stack's plain stacking, which
+            changes the function at the growth. Measured on a character
+            level language model (`benchmarks/depth_stacking.py`), a gate
+            learned from 0 stays small and the grown model ends above the
+            deep one trained from scratch; see the dynamic-capacity page.
+            Defaults to 0.
         **kwargs: Base layer arguments such as `name` and `dtype`.
 
     Call arguments:
@@ -129,6 +138,7 @@ class DynamicStack(StatefulLayer):
         initial_depth=1,
         placement="top",
         blocks_per_growth=1,
+        grown_gate=0.0,
         **kwargs,
     ):
         active = kwargs.pop("active_blocks", None)
@@ -145,6 +155,9 @@ class DynamicStack(StatefulLayer):
         self.placement = check_choice("placement", placement, ("top", "middle"))
         self.blocks_per_growth = check_number(
             "blocks_per_growth", blocks_per_growth, low=1, integer=True
+        )
+        self.grown_gate = float(
+            check_number("grown_gate", grown_gate, low=0.0, high=1.0)
         )
         self._active_cache = check_number(
             "active_blocks",
@@ -224,14 +237,14 @@ class DynamicStack(StatefulLayer):
         """Activates `num_blocks` more blocks (fewer at full depth).
 
         Each new block gets the weights of a trained block and a gate of
-        0, so the outputs are unchanged. With `placement="top"` block
-        `active_blocks + k` copies block `k` (the trained stack copied on
-        top of itself, cycling when more blocks grow than are active);
-        with `"middle"` each new block copies the middle block of the
-        running order and runs after it. The next step of every model
-        that ran the stack uses the new depth. Inside `fit`, call it from
-        a callback after reading `self.model` (on JAX that syncs the
-        training state).
+        `grown_gate` (with the default 0, the outputs are unchanged).
+        With `placement="top"` block `active_blocks + k` copies block `k`
+        (the trained stack copied on top of itself, cycling when more
+        blocks grow than are active); with `"middle"` each new block
+        copies the middle block of the running order and runs after it.
+        The next step of every model that ran the stack uses the new
+        depth. Inside `fit`, call it from a callback after reading
+        `self.model` (on JAX that syncs the training state).
 
         Args:
             num_blocks: Integer >= 1. Defaults to `blocks_per_growth`.
@@ -259,7 +272,7 @@ class DynamicStack(StatefulLayer):
                 order = _block_order(self.initial_depth, j, "middle")
                 source = order[(len(order) - 1) // 2]
             self.blocks[j].set_weights(self.blocks[source].get_weights())
-            gates[j] = 0.0
+            gates[j] = self.grown_gate
         self.gates.assign(gates)
         self._active_variable.assign(np.int32(new))
         links.capacity_changed(self)
@@ -347,6 +360,7 @@ class DynamicStack(StatefulLayer):
                 "initial_depth": self.initial_depth,
                 "placement": self.placement,
                 "blocks_per_growth": self.blocks_per_growth,
+                "grown_gate": self.grown_gate,
                 "active_blocks": self.active_blocks,
             }
         )
