@@ -109,6 +109,17 @@ def test_growth_by_activation_std_agrees_across_processes():
 
 
 @jax_only
+def test_gradmax_growth_agrees_across_processes():
+    # Each process measures the gradient on its own data; the matrices are
+    # summed, so both set the same outgoing weights for the new units.
+    first, second = run_processes("gradmax")
+    for a, b in zip(first["weights"], second["weights"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    out = np.array(first["weights"][-2])
+    assert np.all(np.any(out[4:] != 0, axis=1))
+
+
+@jax_only
 @pytest.mark.parametrize("probe", ["finalize_on_one", "finalize_on_every"])
 def test_finalize_while_the_distribution_is_set(probe, tmp_path):
     import keras_gradnets as kg

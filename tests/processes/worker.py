@@ -90,6 +90,38 @@ def growth(process_id):
     }
 
 
+def gradmax(process_id):
+    """`CapacityGrowth` growing a `growth_init="gradmax"` layer in a `fit`
+    over both processes, each measuring the gradient on its own data: the
+    weights at the end."""
+    import keras
+
+    from keras_gradnets.callbacks import CapacityGrowth
+    from keras_gradnets.layers import DynamicDense
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            DynamicDense(8, chunks=2, activation="tanh", growth_init="gradmax"),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    (x, _), y = local_data(process_id)
+    y = np.concatenate([y, x[:, :2]], axis=1)
+    model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[CapacityGrowth(grow_at=[1], data=(x, y))],
+    )
+    return {"weights": [w.tolist() for w in model.get_weights()]}
+
+
 def finalize(process_id, on_every_process):
     """The grown model finalized on process 0 alone, or on both processes,
     while the distribution is set: the trained weights, and the finalized
@@ -241,6 +273,7 @@ PROBES = {
     "callbacks": callbacks,
     "resume": resume,
     "growth": growth,
+    "gradmax": gradmax,
     "finalize_on_one": lambda process_id: finalize(process_id, False),
     "finalize_on_every": lambda process_id: finalize(process_id, True),
 }
