@@ -7,6 +7,7 @@ from keras_gradnets.core.gradients import loss_gradients
 from keras_gradnets.core.processes import gather_from_processes
 from keras_gradnets.dynamic_capacity import links
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
+from keras_gradnets.dynamic_capacity.dynamic_layer import set_rows
 
 
 def _kernels(reader):
@@ -52,10 +53,9 @@ def _write_rows(kernels, start, stop, rows):
     `start:stop` of `kernels`, split over their columns."""
     first = 0
     for kernel in kernels:
-        value = np.array(ops.convert_to_numpy(kernel))
         last = first + kernel.shape[-1]
-        value[start:stop] = rows[:, first:last]
-        kernel.assign(value)
+        block = ops.convert_to_tensor(rows[:, first:last], kernel.dtype)
+        set_rows(kernel, start, stop, block)
         first = last
 
 
