@@ -47,7 +47,7 @@ def _model(activation=None, reader=None, seed=0):
 def test_fan_out_is_the_top_singular_vectors_of_the_gradient():
     # A linear hidden layer read by the output: the gradient of the mean
     # squared error at the output is 2 (z - y) / (n * 3), and GradMax's
-    # matrix is x^T times it (Evci et al. 2022, section 3).
+    # matrix is x^T times it (Evci et al. 2022).
     x, y = _data()
     model = _model()
     growth = CapacityGrowth(grow_at=[2], data=(x, y))

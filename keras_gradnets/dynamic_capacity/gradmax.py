@@ -63,13 +63,16 @@ def initialize_gradmax(model, layer, start, stop, data):
     """Sets the outgoing weights of new units by GradMax.
 
     GradMax (Evci et al. 2022, "GradMax: Growing Neural Networks using
-    Gradient Information", section 3) starts new units with zero incoming
+    Gradient Information"; `growers.AddGradmax` of its reference code,
+    google-research/growneuron) starts new units with zero incoming
     weights, so the network's function is kept, and chooses their
     outgoing weights to make the gradient of the incoming ones largest.
     With `h` the layer's input, `g` the gradient of the loss at a reader's
     outputs and `f'(0)` the activation's slope at 0, that gradient is
     `f'(0) M B^T` for outgoing weights `B`, with `M = sum_n h_n^T g_n`
-    (their equation 8); under a bound on `B`'s norm it is largest when the
+    (the gradient of an auxiliary zero kernel from the layer's input to
+    the reader's outputs, as the reference code measures it); under a
+    bound on `B`'s norm it is largest when the
     rows of `B` are the top right singular vectors of `M`. Each row is
     scaled to the mean norm of the trained units' outgoing weights (the
     reference implementation's `"mean_norm"`), and rows beyond the rank
