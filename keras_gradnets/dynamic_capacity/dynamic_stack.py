@@ -68,7 +68,7 @@ class DynamicStack(StatefulLayer):
     trained blocks into them. Where the copies go is `placement`:
 
     * `"top"`: the first blocks are copied on top of the stack, as G_stack
-      stacks the trained model on itself (its Figure 1).
+      stacks the trained model on itself.
     * `"middle"`: the middle block is copied and the copy runs right after
       it, as MIDAS grows a model in its middle (Saunshi et al. 2024, "On
       the Inductive Bias of Stacking Towards Improving Reasoning", with
