@@ -354,7 +354,9 @@ def _plain_readers_mlp(growth_init):
     )
 
 
-@pytest.mark.parametrize("growth_init", ["function_preserving", "random"])
+@pytest.mark.parametrize(
+    "growth_init", ["function_preserving", "gradmax", "random"]
+)
 def test_a_checkpoint_loaded_in_a_new_model_grows_as_the_run_would(
     growth_init, tmp_path
 ):
@@ -372,7 +374,7 @@ def test_a_checkpoint_loaded_in_a_new_model_grows_as_the_run_would(
             shuffle=False,
             verbose=0,
             callbacks=[
-                CapacityGrowth(unit="step", grow_at=[3, 6]),
+                CapacityGrowth(unit="step", grow_at=[3, 6], data=(x, y)),
                 *checkpoint,
             ],
         )

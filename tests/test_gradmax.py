@@ -1,7 +1,5 @@
 """GradMax growth: zero fan-in, fan-out from the gradient's singular vectors."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -94,38 +92,6 @@ def test_growth_keeps_the_function_and_the_new_units_learn(dynamic_reader):
     np.testing.assert_array_equal(_np(hidden.kernels[1]), 0)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     assert np.all(np.any(_np(hidden.kernels[1]) != 0, axis=0))
-
-
-def test_resumed_gradmax_growth_matches_an_uninterrupted_run(tmp_path):
-    x, y = _data()
-
-    def fit(model, initial_epoch=0, checkpoint=()):
-        growth = CapacityGrowth(grow_at=[1, 2], data=(x, y))
-        model.fit(
-            x,
-            y,
-            batch_size=16,
-            epochs=3,
-            initial_epoch=initial_epoch,
-            shuffle=False,
-            verbose=0,
-            callbacks=[growth, *checkpoint],
-        )
-        return model
-
-    model = fit(
-        _model("tanh"),
-        checkpoint=[
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(tmp_path, "epoch-{epoch}.keras")
-            )
-        ],
-    )
-    path = os.path.join(tmp_path, "epoch-1.keras")
-    resumed = fit(keras.saving.load_model(path), 1)
-    assert resumed.get_layer("hidden").active_units == 6
-    for a, b in zip(resumed.get_weights(), model.get_weights(), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "leaky_relu"])
