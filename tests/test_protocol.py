@@ -14,6 +14,8 @@ from keras_gradnets import schedules
 from keras_gradnets.callbacks import GradNetScheduler
 from keras_gradnets.callbacks import MollifierScheduler
 from keras_gradnets.callbacks import StateScheduler
+from keras_gradnets.core.logs_metric import LogsMetric
+from keras_gradnets.core.state import WatchedVariable
 from tests.helpers import BACKEND
 from tests.helpers import BatchRecorder
 from tests.helpers import LastBatchMean
@@ -247,7 +249,7 @@ def test_one_schedule_gives_the_same_values_in_every_scheduler():
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="steps_per_execution: TF/JAX")
-def test_steps_per_execution_sets_the_state_per_call_at_its_first_step():
+def test_steps_per_execution_gives_every_step_its_own_state():
     model = probe_model()
     model.compile(
         keras.optimizers.SGD(0.0),
@@ -265,8 +267,61 @@ def test_steps_per_execution_sets_the_state_per_call_at_its_first_step():
         verbose=0,
         callbacks=[GradNetScheduler(tau=10, unit="step"), recorder],
     )
-    # Six steps in three calls of two: g of steps 0, 2 and 4.
-    assert used_g(recorder) == [0.0, 0.2, 0.4]
+    # Six steps in three calls of two; each call logs its second step,
+    # which used g of steps 1, 3 and 5 (not of the call's first step).
+    assert used_g(recorder) == [0.1, 0.3, 0.5]
+
+
+class HostWrites:
+    """Counts the values a scheduler writes into layer states from the
+    host during `fit` (the compiled step's own writes are not counted)."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        assign = WatchedVariable.assign
+
+        def counting(variable, value):
+            if isinstance(value, (int, float, np.ndarray, np.generic)):
+                self.count += 1
+            return assign(variable, value)
+
+        monkeypatch.setattr(WatchedVariable, "assign", counting)
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="torch writes from the host")
+@pytest.mark.parametrize("known_steps", [True, False])
+def test_a_step_schedule_is_set_inside_the_compiled_step(
+    monkeypatch, known_steps
+):
+    # Tables of 3 rows: 5 steps an epoch need two fills of the table.
+    monkeypatch.setattr(LogsMetric, "table_rows", 3)
+    x = np.concatenate([X_PROBE] * 5)
+    y = np.concatenate([Y_PROBE] * 5)
+
+    def batches():
+        while True:
+            for i in range(0, len(x), len(X_PROBE)):
+                yield x[i : i + len(X_PROBE)], y[i : i + len(X_PROBE)]
+
+    data = (x, y) if known_steps else (batches(),)
+    fit_args = {"batch_size": len(X_PROBE)} if known_steps else {}
+    if not known_steps:
+        fit_args["steps_per_epoch"] = 5
+    model = probe_model()
+    recorder = BatchRecorder("last_mean")
+    writes = HostWrites(monkeypatch)
+    history = model.fit(
+        *data,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[GradNetScheduler(tau=10, unit="step"), recorder],
+        **fit_args,
+    )
+    assert writes.count == 0
+    assert used_g(recorder) == pytest.approx([t / 10 for t in range(10)])
+    assert history.history["g"] == pytest.approx([0.4, 0.9])
+    assert float(_np(model.layers[-1].g)) == pytest.approx(0.9)
 
 
 # 6. One finalize protocol across families -----------------------------------

@@ -153,7 +153,6 @@ class TemperatureScheduler(StateScheduler):
         # The values of this `fit`, "auto" resolved at its start.
         self._warmup = 0
         self._scale = 1.0
-        self._scale_written = None
         # With decay_steps=None, `on_train_begin` sets the schedule over the
         # whole fit, once its length is known.
         super().__init__(
@@ -199,7 +198,6 @@ class TemperatureScheduler(StateScheduler):
             self.schedule = Geometric(
                 self.start, self.end, max(length - self._warmup - 1, 1)
             )
-        self._scale_written = None
 
     def values(self, t):
         return super().values(max(t - self._warmup, 0))
@@ -208,20 +206,20 @@ class TemperatureScheduler(StateScheduler):
         """The `logits_scale` of step `t`: 0 in the warm-up."""
         return 0.0 if t < self._warmup else self._scale
 
-    def apply(self, t):
-        super().apply(t)
-        scale = self.scale(t)
-        if scale != self._scale_written:
-            _ = self.model  # On JAX, reading `model` syncs the variables.
-            for layer in self.layers:
-                layer.logits_scale.assign(scale)
-            self._scale_written = scale
+    def step_variables(self):
+        return [
+            *super().step_variables(),
+            *(layer.logits_scale for layer in self.layers),
+        ]
+
+    def row(self, t):
+        return [*super().row(t), *[self.scale(t)] * len(self.layers)]
 
     def architecture_logs(self):
         """The architecture distribution's summary, as in the epoch logs."""
         _ = self.model  # On JAX, reading `model` syncs the variables.
         depths = [x for x in self.layers if isinstance(x, ConcreteDepth)]
-        logs = {"logits_scale": self._scale_written}
+        logs = {"logits_scale": self.layers[0].state_value("logits_scale")}
         for layer in depths:
             suffix = "" if len(depths) == 1 else f"_{layer.name}"
             logs[f"expected_depth{suffix}"] = layer.expected_depth()

@@ -1,4 +1,4 @@
-"""A scheduler's logged states as a metric of the model while it trains.
+"""A scheduler's states as a metric of the model while it trains.
 
 Keras calls callbacks in the order they are given: a `CSVLogger` or
 `TensorBoard` listed before a scheduler would write the epoch logs before
@@ -6,11 +6,19 @@ the scheduler's `on_epoch_end` adds its states to them. Keras builds those
 logs from the model's metrics, so a scheduler that is also a metric of the
 model during `fit` is in them for every callback, whatever the order (and
 in the progress bar after every step).
+
+The metric can also carry a table of the values of the coming steps, which
+the scheduler fills ahead from the host: the train step then writes each
+step's values into the layers itself, and moves to the next row. A per-step
+schedule then costs no host work and no state sync per step
+(`benchmarks/overhead.py`).
 """
 
 import weakref
 
 import keras
+import numpy as np
+from keras import ops
 
 
 class LogsMetric(keras.metrics.Metric):
@@ -25,22 +33,66 @@ class LogsMetric(keras.metrics.Metric):
     `active` it reports nothing (a scheduler turns it off while `fit`
     validates, so its states are not logged again as `val_<state>`).
 
+    With `step_variables`, the metric also holds a table of the values of
+    those variables for `table_rows` consecutive steps (`set_table`), and
+    the train step writes them (`write_step`) before each step; the logged
+    values are then the first `len(keys)` of each step's row.
+
     Args:
         keys: The log keys, in the order of the values.
         name: The metric's name.
+        step_variables: Variables the train step writes from the table.
     """
 
-    def __init__(self, keys, name):
+    # The steps one fill of a table covers; a longer epoch fills it again.
+    table_rows = 256
+
+    def __init__(self, keys, name, step_variables=()):
         super().__init__(name=name)
         self.keys = list(keys)
+        # The layers own these variables: set past the metric's tracking,
+        # which would make them variables of the metric too.
+        object.__setattr__(self, "step_variables", tuple(step_variables))
         self.values = self.add_variable(
             shape=(len(self.keys),), initializer="zeros", name="values"
         )
+        if self.step_variables:
+            self.table = self.add_variable(
+                shape=(self.table_rows, len(self.step_variables)),
+                initializer="zeros",
+                name="table",
+            )
+            self.row = self.add_variable(
+                shape=(), initializer="zeros", dtype="int32", name="row"
+            )
         self.active = False
 
     def set_values(self, values):
         """Sets the values, in the order of `keys`."""
         self.values.assign(keras.ops.convert_to_tensor(values, "float32"))
+
+    def set_table(self, rows):
+        """Sets the rows of the next train steps, from the next one on.
+
+        Args:
+            rows: One row of values (in the order of `step_variables`) per
+                step, at most `table_rows`; later steps repeat the last.
+        """
+        table = np.empty(tuple(self.table.shape), "float32")
+        table[: len(rows)] = rows
+        table[len(rows) :] = rows[-1]
+        self.table.assign(table)
+        self.row.assign(0)
+
+    def write_step(self):
+        """Writes the current row into `step_variables` and the values, and
+        moves to the next row. Called inside the train step."""
+        row = ops.minimum(self.row, self.table.shape[0] - 1)
+        values = ops.take(self.table, row, axis=0)
+        self.row.assign(row + 1)
+        for i, variable in enumerate(self.step_variables):
+            variable.assign(ops.cast(values[i], variable.dtype))
+        self.values.assign(values[: len(self.keys)])
 
     def update_state(self, *args, **kwargs):
         """Nothing to accumulate: the callback sets the values."""
@@ -72,47 +124,151 @@ class LogsMetric(keras.metrics.Metric):
         model._tracker.untrack(self)
 
 
-class _Run:
-    """A metric of a model's logs, and the two train functions it needs."""
+class TableTrainStep:
+    """`model.train_step`, with the metrics' table rows written first.
 
-    def __init__(self, metric, plain, with_metric):
-        self.metric = metric
+    Set as the model's own `train_step` while `fit` runs, so that the train
+    function traces it. On JAX, whose train step is a pure function of the
+    training state, the writes run in a `StatelessScope` over that state
+    and the step receives the written state.
+
+    Args:
+        model: The model.
+        train_step: The train step to run after the writes.
+        metrics: The `LogsMetric`s with tables.
+    """
+
+    def __init__(self, model, train_step, metrics):
+        self.model = weakref.ref(model)
+        self.train_step = train_step
+        self.metrics = metrics
+
+    def __call__(self, *args):
+        model = self.model()
+        if keras.backend.backend() != "jax":
+            for metric in self.metrics:
+                metric.write_step()
+            return self.train_step(*args)
+        state, data = args
+        trainable, non_trainable, optimizer_variables, metrics_variables = state
+        groups = [
+            (model.non_trainable_variables, non_trainable),
+            (model.metrics_variables, metrics_variables),
+        ]
+        mapping = [
+            pair for group in groups for pair in zip(*group, strict=True)
+        ]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            for metric in self.metrics:
+                metric.write_step()
+        written = []
+        for variables, values in groups:
+            new = [scope.get_current_value(v) for v in variables]
+            written.append(
+                [
+                    old if v is None else v
+                    for v, old in zip(new, values, strict=True)
+                ]
+            )
+        state = (trainable, written[0], optimizer_variables, written[1])
+        return self.train_step(state, data)
+
+
+class _Session:
+    """The schedulers' metrics of the `fit` that runs now, and what the
+    model had before they started."""
+
+    def __init__(self, model):
+        self.plain = model.train_function
+        self.own_train_step = model.__dict__.get("train_step")
+        self.metrics = []
+
+
+class _Function:
+    """A train function traced with some metrics, kept for later fits."""
+
+    def __init__(self, plain, train_step, function):
         self.plain = plain
-        self.with_metric = with_metric
+        self.train_step = train_step
+        self.function = function
 
 
-# model -> {log keys -> _Run}: the metrics and functions of earlier fits.
-_RUNS = weakref.WeakKeyDictionary()
+# model -> {(keys, ids of step variables): LogsMetric}
+_METRICS = weakref.WeakKeyDictionary()
+# model -> {ids of the metrics: _Function}
+_FUNCTIONS = weakref.WeakKeyDictionary()
+# model -> _Session, while `fit` runs
+_SESSIONS = weakref.WeakKeyDictionary()
 
 
-def start_logging(model, keys, name):
+def _set_train_step(model, train_step):
+    if train_step is None:
+        model.__dict__.pop("train_step", None)
+    else:
+        object.__setattr__(model, "train_step", train_step)
+
+
+def start_logging(model, keys, name, step_variables=()):
     """Attaches a `LogsMetric` with `keys` to `model` for one `fit`.
 
     `fit` has made `model.train_function` before the callbacks start: it
     is traced without the metric. The model gets a train function traced
-    with it, made once and kept for the next `fit` with the same keys,
-    unless the model has been compiled again since.
+    with the metrics of every scheduler started so far (and, where they
+    have tables, a train step that writes their rows), made once and kept
+    for the next `fit` with the same schedulers, unless the model has been
+    compiled again since.
+
+    Args:
+        model: The model `fit` trains.
+        keys: The log keys.
+        name: The metric's name.
+        step_variables: Variables the train step writes from the metric's
+            table (see `LogsMetric.set_table`); none by default.
 
     Returns:
         The metric; give it to `stop_logging` at the end of `fit`.
     """
-    runs = _RUNS.setdefault(model, {})
-    run = runs.get(tuple(keys))
-    if run is None or run.plain is not model.train_function:
-        run = _Run(LogsMetric(keys, name), model.train_function, None)
-        runs[tuple(keys)] = run
-    run.metric.attach(model)
-    if run.with_metric is None:
+    metrics = _METRICS.setdefault(model, {})
+    key = (tuple(keys), tuple(id(v) for v in step_variables))
+    metric = metrics.get(key)
+    if metric is None:
+        metric = LogsMetric(keys, name, step_variables)
+        metrics[key] = metric
+    session = _SESSIONS.get(model)
+    if session is None or metric in session.metrics:
+        # No fit runs, or the last one raised before its end.
+        plain = session.plain if session else model.train_function
+        own = session.own_train_step if session else None
+        session = _SESSIONS[model] = _Session(model)
+        session.plain, session.own_train_step = plain, own
+    session.metrics.append(metric)
+    metric.attach(model)
+    functions = _FUNCTIONS.setdefault(model, {})
+    cached = functions.get(tuple(id(m) for m in session.metrics))
+    if cached is None or cached.plain is not session.plain:
+        tables = [m for m in session.metrics if m.step_variables]
+        train_step = None
+        if tables:
+            _set_train_step(model, session.own_train_step)
+            train_step = TableTrainStep(model, model.train_step, tables)
+        _set_train_step(model, train_step or session.own_train_step)
         model.make_train_function(force=True)
-        run.with_metric = model.train_function
-    model.train_function = run.with_metric
-    return run.metric
+        cached = _Function(session.plain, train_step, model.train_function)
+        functions[tuple(id(m) for m in session.metrics)] = cached
+    _set_train_step(model, cached.train_step or session.own_train_step)
+    model.train_function = cached.function
+    return metric
 
 
 def stop_logging(model, metric):
-    """Takes `metric` out of `model`, and gives it back the train function
-    it had before `start_logging`."""
+    """Takes `metric` out of `model`; once every scheduler has stopped, the
+    model has the train function and train step it had before."""
     metric.detach(model)
-    for run in _RUNS.get(model, {}).values():
-        if run.metric is metric:
-            model.train_function = run.plain
+    session = _SESSIONS.get(model)
+    if session is None or metric not in session.metrics:
+        return
+    session.metrics.remove(metric)
+    if not session.metrics:
+        model.train_function = session.plain
+        _set_train_step(model, session.own_train_step)
+        del _SESSIONS[model]

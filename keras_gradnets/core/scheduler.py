@@ -1,6 +1,7 @@
 """The base callback that sets a declared layer state from a schedule."""
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -58,17 +59,27 @@ class StateScheduler(keras.callbacks.Callback):
     before the step being taken, from 0 (`optimizer.iterations`), with
     `unit="step"`; the epoch index, from 0, with `unit="epoch"`. A resumed
     run (`fit(initial_epoch=k)`, a reloaded model, `BackupAndRestore`)
-    continues the count. With `steps_per_execution=k`, Keras runs `k` steps
-    per call of the compiled function: the state is set before each call, at
-    the `t` of its first step, and holds for its `k` steps.
+    continues the count.
+
+    **Where the values are set.** With `unit="step"` on TensorFlow and JAX,
+    when the values of a step depend on `t` alone (`known_ahead()`), the
+    callback computes the values of the coming steps of the epoch on the
+    host, and the compiled train step writes its own row into the layers:
+    no host work and no state sync per step, and with
+    `steps_per_execution=k` each of the `k` steps of a call has its own
+    value. Otherwise (torch, whose train step runs eagerly and whose layers
+    use the value as a Python number; `unit="epoch"`; a schedule that
+    depends on the training so far) the callback writes the values before
+    each step or epoch; with `steps_per_execution=k` a value then holds for
+    the `k` steps of a call.
 
     **Checks.** Every value is checked before it is written: a value that is
     not a finite number inside the declared range is a `ValueError` naming
     the schedule, the step and the value.
 
-    **Writes.** Values are written through `self.model` (on JAX that syncs
-    the training state, so the next compiled step uses them), and only when
-    they change.
+    **Writes.** Values written from the host go through `self.model` (on
+    JAX that syncs the training state, so the next compiled step uses
+    them), and only when they change.
 
     **Logs.** The state goes into the logs under `log_name` when the
     callback drives all the model's layers of its kind with one value for
@@ -115,7 +126,11 @@ class StateScheduler(keras.callbacks.Callback):
         self.layers = []
         self._written = None
         self._epoch_start = 0
+        self._epoch_end = None
         self._logs_metric = None
+        self._in_step = False
+        self._steps_per_call = 1
+        self._table_steps = (0, 0)
 
     def _layer_kind(self):
         return self.layer_kind or self.layer_type.__name__
@@ -135,15 +150,36 @@ class StateScheduler(keras.callbacks.Callback):
                 f"`{self.state}`) in model '{self.model.name}'. Add "
                 f"one{example} or pass `layers=[...]`."
             )
-        self._written = [None] * len(self.layers)
+        self._written = [None] * len(self.step_variables())
         keys = state_logs(
             self.log_name or self.state,
             dict.fromkeys(layer.name for layer in self.layers),
             keep_one=self.logs_one_value(),
         )
-        self._logs_metric = start_logging(
-            self.model, keys, name=f"{self.state}_logs"
+        self._in_step = (
+            self.unit == "step"
+            and keras.backend.backend() in ("tensorflow", "jax")
+            and self.known_ahead()
         )
+        self._steps_per_call = self.model.steps_per_execution
+        self._logs_metric = start_logging(
+            self.model,
+            keys,
+            name=f"{self.state}_logs",
+            step_variables=self.step_variables() if self._in_step else (),
+        )
+
+    def known_ahead(self):
+        """Whether the values of step `t` depend on `t` alone, so that they
+        can be computed before the steps run (see "Where the values are
+        set"). Subclasses whose values follow the training answer False."""
+        return True
+
+    def step_variables(self):
+        """The variables the callback sets: the state of each driven layer.
+
+        Subclasses that set more extend it, and `row` with it."""
+        return [getattr(layer, self.state) for layer in self.layers]
 
     def logs_one_value(self):
         """Whether one log key stands for every driven layer: true when the
@@ -169,12 +205,38 @@ class StateScheduler(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.unit == "epoch":
             self.apply(epoch)
-        else:
-            self._epoch_start = optimizer_iterations(self.model)
+            return
+        self._epoch_start = optimizer_iterations(self.model)
+        steps = self.params.get("steps") if self.params else None
+        self._epoch_end = None if steps is None else self._epoch_start + steps
+        self._table_steps = (0, 0)  # Each epoch fills the table anew.
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.unit == "step":
-            self.apply(self._epoch_start + batch)
+        if self.unit != "step":
+            return
+        t = self._epoch_start + batch
+        if not self._in_step:
+            self.apply(t)
+            return
+        last = t + self._steps_per_call
+        if self._epoch_end is not None:
+            last = min(last, self._epoch_end)
+        first, end = self._table_steps
+        if not first <= t < last <= end:
+            self.fill_table(t)
+
+    def fill_table(self, t):
+        """Sets the rows of the coming steps of the epoch, from step `t`.
+
+        Every value is checked before any is written.
+        """
+        end = t + self._logs_metric.table.shape[0]
+        if self._epoch_end is not None:
+            end = min(end, max(self._epoch_end, t + 1))
+        rows = [self.row(step) for step in range(t, end)]
+        _ = self.model  # On JAX, reading `model` syncs the variables.
+        self._logs_metric.set_table(rows)
+        self._table_steps = (t, end)
 
     def values(self, t):
         """The value of the state for each driven layer at `t`.
@@ -183,6 +245,10 @@ class StateScheduler(keras.callbacks.Callback):
         """
         value = self.check(self.schedule(t), t)
         return [value] * len(self.layers)
+
+    def row(self, t):
+        """The values of `step_variables()` at `t`, checked."""
+        return self.values(t)
 
     def check(self, value, t, layer=None):
         """Returns the schedule's `value` as a float, or raises.
@@ -193,7 +259,9 @@ class StateScheduler(keras.callbacks.Callback):
         """
         low, high = self.layer_type.state_ranges[self.state]
         number = None
-        if not isinstance(value, (str, bytes)):
+        if isinstance(value, numbers.Real):
+            number = float(value)
+        elif not isinstance(value, (str, bytes)):
             try:
                 number = float(ops.convert_to_numpy(value))
             except (TypeError, ValueError):
@@ -214,19 +282,19 @@ class StateScheduler(keras.callbacks.Callback):
         return number
 
     def apply(self, t):
-        """Writes the values of step or epoch `t` into the layers."""
-        values = self.values(t)
+        """Writes the values of step or epoch `t` from the host."""
+        values = self.row(t)
         if values == self._written:
             return
         # On JAX, `fit` keeps the training state outside the variables:
         # reading `self.model` syncs it, so the writes below reach the next
         # compiled step.
         _ = self.model
-        for layer, value, old in zip(
-            self.layers, values, self._written, strict=True
+        for variable, value, old in zip(
+            self.step_variables(), values, self._written, strict=True
         ):
             if value != old:
-                getattr(layer, self.state).assign(value)
+                variable.assign(value)
         self._written = values
         if self._logs_metric is not None:
             keys = self._logs_metric.keys

@@ -15,8 +15,10 @@ class GradNetScheduler(StateScheduler):
     model (nested ones included), or in the given `layers`. It drives
     GradNets layers only: a layer of your own with a variable named `g` is
     left alone, and so are DropIn layers, which have their own scheduler.
-    The value reaches the compiled train step on every backend (on JAX the
-    callback writes through `self.model`, which syncs the training state).
+    The value reaches the compiled train step on every backend; with
+    `unit="step"` on TensorFlow and JAX the train step sets it itself, from
+    a table of the epoch's values the callback fills ahead, so the schedule
+    costs no host work per step.
 
     The callback is a `keras_gradnets.callbacks.StateScheduler`: it checks every
     value (a `ValueError` names the schedule, `t` and a value outside

@@ -122,6 +122,11 @@ class MollifierScheduler(StateScheduler):
             not per_layer or len(self.layers) == 1
         )
 
+    def known_ahead(self):
+        # The loss average and the stop follow the training.
+        uses_loss = self.use_loss and isinstance(self.schedule, LayerSchedule)
+        return self.stop_depth is None and not uses_loss
+
     def values(self, t):
         if self.stopped:
             return self._written
