@@ -14,6 +14,7 @@ schedule then costs no host work and no state sync per step
 (`benchmarks/overhead.py`).
 """
 
+import contextlib
 import weakref
 
 import keras
@@ -57,13 +58,20 @@ class LogsMetric(keras.metrics.Metric):
             shape=(len(self.keys),), initializer="zeros", name="values"
         )
         if self.step_variables:
+            # Under a distribution strategy each replica reads and moves
+            # its own copy; the host's writes reach every copy.
             self.table = self.add_variable(
                 shape=(self.table_rows, len(self.step_variables)),
                 initializer="zeros",
+                aggregation="only_first_replica",
                 name="table",
             )
             self.row = self.add_variable(
-                shape=(), initializer="zeros", dtype="int32", name="row"
+                shape=(),
+                initializer="zeros",
+                dtype="int32",
+                aggregation="only_first_replica",
+                name="row",
             )
         self.active = False
 
@@ -232,7 +240,11 @@ def start_logging(model, keys, name, step_variables=()):
     key = (tuple(keys), tuple(id(v) for v in step_variables))
     metric = metrics.get(key)
     if metric is None:
-        metric = LogsMetric(keys, name, step_variables)
+        # On TensorFlow, in the scope of the model's strategy, as `fit`
+        # makes its metrics: each replica then has its own table row.
+        strategy = getattr(model, "distribute_strategy", None)
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            metric = LogsMetric(keys, name, step_variables)
         metrics[key] = metric
     session = _SESSIONS.get(model)
     if session is None or metric in session.metrics:

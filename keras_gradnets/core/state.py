@@ -37,8 +37,9 @@ class WatchedVariable(keras.Variable):
     `load_weights`) are checked against `(low, high)` (a `ValueError` names
     the layer, the state and the value), then `on_assign(variable)` of the
     owning layer runs. Backend tensors are not checked: that is how the
-    trainers move state between steps (JAX's state sync), which must stay
-    cheap; `finalize` and the schedulers check those values.
+    trainers move state between steps (JAX's state sync) and how the train
+    step writes a schedule's values, which must stay cheap; `finalize` and
+    the schedulers check those values.
 
     The variable also remembers the last value assigned from the host, as
     a Python number (`host_value`; `None` once a backend tensor was
