@@ -625,3 +625,45 @@ def _var_groups(f):
         )
     )
     return keys
+
+
+def _bad_schedule(t):
+    return 0.1 if t < 3 else 2.0
+
+
+def _batches_then_a_bad_one():
+    for _ in range(3):
+        yield X_PROBE, Y_PROBE
+    yield np.ones((len(X_PROBE), 2), "float32"), Y_PROBE
+
+
+@pytest.mark.parametrize("cause", ["schedule", "step"])
+def test_a_fit_stopped_by_an_error_leaves_no_scheduler_behind(cause):
+    # Keras calls no `on_train_end` then: a later fit without the scheduler
+    # must neither write its values nor log them.
+    model = probe_model()
+    if cause == "schedule":
+        scheduler = GradNetScheduler(_bad_schedule, unit="step")
+        data, expected = (np.concatenate([X_PROBE] * 4),), ValueError
+        data += (np.concatenate([Y_PROBE] * 4),)
+    else:
+        scheduler = GradNetScheduler(tau=10, unit="step")
+        data, expected = (_batches_then_a_bad_one(),), Exception
+    kwargs = {"batch_size": len(X_PROBE)} if cause == "schedule" else {}
+    with pytest.raises(expected):
+        model.fit(*data, epochs=1, verbose=0, callbacks=[scheduler], **kwargs)
+    assert "train_step" not in model.__dict__
+    grelu = model.layers[-1]
+    grelu.g.assign(0.25)
+    recorder = BatchRecorder("last_mean")
+    history = model.fit(
+        np.concatenate([X_PROBE] * 3),
+        np.concatenate([Y_PROBE] * 3),
+        batch_size=len(X_PROBE),
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[recorder],
+    )
+    assert used_g(recorder) == [0.25, 0.25, 0.25]
+    assert "g" not in history.history

@@ -182,6 +182,39 @@ class TableTrainStep:
         return self.train_step(state, data)
 
 
+class SessionTrainFunction:
+    """The train function of a `fit` the schedulers run in.
+
+    Keras calls no `on_train_end` when `fit` stops on an error or an
+    interrupt: if a step raises (other than the end of the data), the model
+    gets back the train function, train step and metrics it had before the
+    schedulers started, so that a later `fit` without them does not run
+    their writes; then the error goes on.
+    """
+
+    def __init__(self, model, function):
+        self.model = weakref.ref(model)
+        self.function = function
+
+    def __call__(self, *args):
+        try:
+            return self.function(*args)
+        except StopIteration:
+            raise
+        except BaseException as error:
+            if not _ends_the_data(error):
+                end_session(self.model())
+            raise
+
+
+def _ends_the_data(error):
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return isinstance(error, tf.errors.OutOfRangeError)
+
+
 class _Session:
     """The schedulers' metrics of the `fit` that runs now, and what the
     model had before they started."""
@@ -265,7 +298,8 @@ def start_logging(model, keys, name, step_variables=()):
             train_step = TableTrainStep(model, model.train_step, tables)
         _set_train_step(model, train_step or session.own_train_step)
         model.make_train_function(force=True)
-        cached = _Function(session.plain, train_step, model.train_function)
+        function = SessionTrainFunction(model, model.train_function)
+        cached = _Function(session.plain, train_step, function)
         functions[tuple(id(m) for m in session.metrics)] = cached
     _set_train_step(model, cached.train_step or session.own_train_step)
     model.train_function = cached.function
@@ -281,6 +315,16 @@ def stop_logging(model, metric):
         return
     session.metrics.remove(metric)
     if not session.metrics:
-        model.train_function = session.plain
-        _set_train_step(model, session.own_train_step)
-        del _SESSIONS[model]
+        end_session(model)
+
+
+def end_session(model):
+    """Takes every scheduler's metric out of `model`, and gives it back the
+    train function and train step it had before they started."""
+    session = _SESSIONS.pop(model, None)
+    if session is None:
+        return
+    for metric in session.metrics:
+        metric.detach(model)
+    model.train_function = session.plain
+    _set_train_step(model, session.own_train_step)

@@ -9,6 +9,7 @@ from keras import ops
 from keras_gradnets.core import schedule as schedule_lib
 from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.checks import describe_range
+from keras_gradnets.core.logs_metric import end_session
 from keras_gradnets.core.logs_metric import start_logging
 from keras_gradnets.core.logs_metric import stop_logging
 from keras_gradnets.core.state import StatefulLayer
@@ -204,7 +205,7 @@ class StateScheduler(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.unit == "epoch":
-            self.apply(epoch)
+            self._refusing(self.apply, epoch)
             return
         self._epoch_start = optimizer_iterations(self.model)
         steps = self.params.get("steps") if self.params else None
@@ -216,14 +217,25 @@ class StateScheduler(keras.callbacks.Callback):
             return
         t = self._epoch_start + batch
         if not self._in_step:
-            self.apply(t)
+            self._refusing(self.apply, t)
             return
         last = t + self._steps_per_call
         if self._epoch_end is not None:
             last = min(last, self._epoch_end)
         first, end = self._table_steps
         if not first <= t < last <= end:
-            self.fill_table(t)
+            self._refusing(self.fill_table, t)
+
+    def _refusing(self, write, t):
+        """Runs `write(t)`; if it refuses a value, `fit` ends without
+        `on_train_end`: the model gets back what it had before this `fit`
+        (see `SessionTrainFunction`), then the error goes on."""
+        try:
+            write(t)
+        except ValueError:
+            end_session(self.model)
+            self._logs_metric = None
+            raise
 
     def fill_table(self, t):
         """Sets the rows of the coming steps of the epoch, from step `t`.
