@@ -280,12 +280,12 @@ def start_logging(model, keys, name, step_variables=()):
             metric = LogsMetric(keys, name, step_variables)
         metrics[key] = metric
     session = _SESSIONS.get(model)
-    if session is None or metric in session.metrics:
-        # No fit runs, or the last one raised before its end.
-        plain = session.plain if session else model.train_function
-        own = session.own_train_step if session else None
+    if session is not None and metric in session.metrics:
+        # The last fit raised outside its steps, before its end.
+        end_session(model)
+        session = None
+    if session is None:
         session = _SESSIONS[model] = _Session(model)
-        session.plain, session.own_train_step = plain, own
     session.metrics.append(metric)
     metric.attach(model)
     functions = _FUNCTIONS.setdefault(model, {})
