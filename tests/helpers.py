@@ -115,3 +115,35 @@ def assert_tree_close(a, b, atol=1e-5):
         tree_numpy(a),
         tree_numpy(b),
     )
+
+
+def value_and_gradients(fn, *arrays):
+    """`fn(*arrays)` and `d sum(fn(*arrays)) / d array` for each array, as
+    NumPy arrays, from one call of `fn` (so random draws are shared)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(array) for array in arrays]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            out = fn(*tensors)
+            total = tf.reduce_sum(out)
+        grads = tape.gradient(total, tensors)
+        return out.numpy(), [grad.numpy() for grad in grads]
+    if BACKEND == "jax":
+        import jax
+
+        def total(*tensors):
+            out = fn(*tensors)
+            return out.sum(), out
+
+        (_, out), grads = jax.value_and_grad(
+            total, argnums=tuple(range(len(arrays))), has_aux=True
+        )(*(jax.numpy.asarray(array) for array in arrays))
+        return np.asarray(out), [np.asarray(grad) for grad in grads]
+    import torch
+
+    tensors = [torch.tensor(array, requires_grad=True) for array in arrays]
+    out = fn(*tensors)
+    out.sum().backward()
+    return out.detach().numpy(), [tensor.grad.numpy() for tensor in tensors]

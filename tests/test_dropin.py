@@ -11,10 +11,10 @@ import keras_gradnets
 from keras_gradnets import layers
 from keras_gradnets.callbacks import DropInScheduler
 from keras_gradnets.callbacks import GradNetScheduler
-from tests.helpers import BACKEND
 from tests.helpers import BatchRecorder
 from tests.helpers import LastBatchMean
 from tests.helpers import jit_modes
+from tests.helpers import value_and_gradients
 
 RNG = np.random.default_rng(0)
 SKIP = RNG.normal(size=(64, 50)).astype("float32")
@@ -70,40 +70,11 @@ def test_noise_shape_chooses_whole_channels():
     assert 0 < out.mean() < 1
 
 
-def _gradients(layer, skip, new):
-    """`d sum(out) / d skip`, `d sum(out) / d new` and `out`, one call."""
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        skip, new = tf.constant(skip), tf.constant(new)
-        with tf.GradientTape() as tape:
-            tape.watch([skip, new])
-            out = layer([skip, new], training=True)
-            total = tf.reduce_sum(out)
-        return [*tape.gradient(total, [skip, new]), out]
-    if BACKEND == "jax":
-        import jax
-
-        def total(skip, new):
-            out = layer([skip, new], training=True)
-            return out.sum(), out
-
-        (_, out), grads = jax.value_and_grad(
-            total, argnums=(0, 1), has_aux=True
-        )(skip, new)
-        return [*grads, out]
-    import torch
-
-    skip = torch.tensor(skip, requires_grad=True)
-    new = torch.tensor(new, requires_grad=True)
-    out = layer([skip, new], training=True)
-    out.sum().backward()
-    return [skip.grad, new.grad, out]
-
-
 def test_gradients_reach_each_path_only_through_its_units():
     layer = layers.DropIn(g=0.5, seed=4)
-    skip_grad, new_grad, out = (_np(x) for x in _gradients(layer, SKIP, NEW))
+    out, (skip_grad, new_grad) = value_and_gradients(
+        lambda skip, new: layer([skip, new], training=True), SKIP, NEW
+    )
     took_new = np.abs(out - NEW) < 1e-6
     np.testing.assert_array_equal(new_grad, took_new.astype("float32"))
     np.testing.assert_array_equal(skip_grad, (~took_new).astype("float32"))

@@ -11,6 +11,7 @@ from keras.src import testing
 from keras_gradnets import layers
 from tests.helpers import BACKEND
 from tests.helpers import jit_modes
+from tests.helpers import value_and_gradients
 
 RNG = np.random.default_rng(0)
 X_FLAT = RNG.normal(size=(6, 5)).astype("float32")
@@ -181,30 +182,8 @@ def test_grelu_gradients(g):
     x = np.array([[-2.0, -0.5, 0.5, 3.0]], "float32")
     model = keras.Sequential([keras.Input((4,)), layers.GReLU(g=g)])
     expected = np.where(x >= 0, 1.0, 1.0 - g)
-    np.testing.assert_allclose(_input_gradient(model, x), expected, atol=1e-6)
-
-
-def _input_gradient(model, x):
-    """d sum(model(x)) / dx on the current backend."""
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        x = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = tf.reduce_sum(model(x))
-        return tape.gradient(y, x).numpy()
-    if BACKEND == "jax":
-        import jax
-
-        return np.asarray(
-            jax.grad(lambda v: model(v).sum())(jax.numpy.asarray(x))
-        )
-    import torch
-
-    x = torch.tensor(x, requires_grad=True)
-    model(x).sum().backward()
-    return x.grad.numpy()
+    _, (gradient,) = value_and_gradients(model, x)
+    np.testing.assert_allclose(gradient, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("g", [0.0, 0.5, 1.0])
