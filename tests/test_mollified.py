@@ -11,10 +11,13 @@ import keras_gradnets
 from keras_gradnets import layers
 from keras_gradnets import schedules
 from keras_gradnets.callbacks import MollifierScheduler
+from keras_gradnets.mollifying.mollify import LINEARIZATIONS
+from keras_gradnets.mollifying.mollify import sampled_activation
 from tests.helpers import BatchRecorder
 from tests.helpers import CrashAt
 from tests.helpers import LastBatchMean
 from tests.helpers import jit_modes
+from tests.helpers import value_and_gradients
 
 X = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
 ACTIVATIONS = ["sigmoid", "tanh", "hard_sigmoid", "relu"]
@@ -124,6 +127,59 @@ def test_gradients_reach_kernel_and_a():
     model.fit(X, np.ones((8, 6)), epochs=3, verbose=0)
     for old, variable in zip(before, (layer.kernel, layer.a), strict=True):
         assert not np.array_equal(old, numpy(variable))
+
+
+def _algorithm_1(x, skip, a, u, p, activation, c):
+    """Algorithm 1 as the paper writes it, for the uniform draws `u`,
+    differentiated by the backend."""
+    offset, slope = LINEARIZATIONS[activation]
+    f = keras.activations.get(activation)(x)
+    delta = offset + slope * x - f
+    sigma = ops.square(ops.sigmoid(a * delta) - 0.5)
+    half_normal = np.sqrt(2.0) * ops.erfinv(ops.relu(u - p) / (1 - p))
+    s = p * c * sigma * half_normal
+    psi = f + ops.sign(delta) * ops.minimum(ops.abs(delta), s)
+    return ops.where(u < p, skip, psi)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("p", [0.3, 0.7])
+def test_training_gradients_are_those_of_algorithm_1(activation, p):
+    """The sampled activation's hand-written gradient (for `x`, the skip
+    path and `a`) equals the backend's gradient of Algorithm 1."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(0.0, 3.0, size=(64, 5)).astype("float32")
+    skip = rng.normal(size=(64, 5)).astype("float32")
+    a = rng.uniform(-2.0, 2.0, size=5).astype("float32")
+    u = rng.uniform(0.0, 0.999, size=(64, 5)).astype("float32")
+    draws = ops.convert_to_tensor(u)
+    weights = ops.convert_to_tensor(rng.normal(size=(64, 5)), "float32")
+    c = 20.0
+    out, grads = value_and_gradients(
+        lambda *args: (
+            weights * sampled_activation(*args, draws, p, activation, c)
+        ),
+        x,
+        skip,
+        a,
+    )
+    expected, expected_grads = value_and_gradients(
+        lambda *args: weights * _algorithm_1(*args, draws, p, activation, c),
+        x,
+        skip,
+        a,
+    )
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-5)
+    # Both cases of the noise bound occur: the unit moves all the way to
+    # its linear approximation, or by the noise only.
+    linear = np.isclose(
+        out / numpy(weights),
+        LINEARIZATIONS[activation][0] + LINEARIZATIONS[activation][1] * x,
+    )
+    kept = u >= p
+    assert 0 < np.mean(linear[kept]) < 1
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ In training one uniform draw `v` per unit makes both random choices: the
 unit takes the skip path where `v < p`, and elsewhere `(v - p) / (1 - p)`,
 uniform on [0, 1) and independent of that choice, gives the half-normal
 `|xi| = sqrt(2) * erfinv((v - p) / (1 - p))`.
+Its gradient is written out (`sampled_activation`).
 At inference the expectations of both the noise and the skip choice are
 used: `p * h_prev + (1 - p) * E[psi]`, with the closed form of
 `E[min(A, k |xi|)]` for a half-normal `k |xi|`.
@@ -44,6 +45,15 @@ LINEARIZATIONS = {
     "hard_sigmoid": (0.5, 1.0 / 6.0),
     "tanh": (0.0, 1.0),
     "relu": (0.0, 1.0),
+}
+
+
+# activation name -> f'(x), from x and f = activation(x).
+DERIVATIVES = {
+    "sigmoid": lambda x, f: f * (1 - f),
+    "hard_sigmoid": lambda x, f: ops.cast((x > -3) & (x < 3), x.dtype) / 6,
+    "tanh": lambda x, f: 1 - f * f,
+    "relu": lambda x, f: ops.cast(x > 0, x.dtype),
 }
 
 
@@ -81,22 +91,74 @@ def _sample(x, skip, p, a, activation, c, seed_generator):
     """Algorithm 1 in training: the noise and the skip choices drawn.
 
     One uniform draw decides both (measured by `benchmarks/overhead.py`: a
-    random draw costs more than the rest of the layer): `u < p` takes the
-    skip path, and for the other units `(u - p) / (1 - p)` is uniform on
-    [0, 1) and independent of that choice, so `sqrt(2) * erfinv` of it is
-    the half-normal `|xi|`. Drawn and mapped in float32 whatever the
-    policy: float16 rounds `1 - 2**-24` to 1, where erfinv is infinite.
+    random draw costs more than the rest of the layer). Drawn in float32
+    whatever the policy: float16 rounds `1 - 2**-24` to 1, where erfinv is
+    infinite.
     """
-    p32 = ops.cast(p, "float32")
-    p = ops.cast(p, x.dtype)
-    f, delta, sigma = _saturation(x, a, activation)
     u = keras.random.uniform(ops.shape(x), seed=seed_generator, dtype="float32")
-    rest = ops.clip((u - p32) / ops.maximum(1 - p32, _TINY), 0.0, 1.0 - _TINY)
-    half_normal = ops.cast(math.sqrt(2.0) * ops.erfinv(rest), x.dtype)
-    s = (p * c) * sigma * half_normal
-    # `sgn(delta) * min(|delta|, s)`, for `s >= 0`.
-    psi = f + ops.clip(delta, -s, s)
-    return select(u < p32, skip, psi)
+    return sampled_activation(
+        x, skip, ops.cast(a, x.dtype), u, ops.cast(p, "float32"), activation, c
+    )
+
+
+def sampled_activation(x, skip, a, u, p, activation, c):
+    """Algorithm 1 with the skip choice, for uniform draws `u` on [0, 1).
+
+    `u < p` takes the skip path, and for the other units `(u - p) / (1 - p)`
+    is uniform on [0, 1) and independent of that choice, so
+    `sqrt(2) * erfinv` of it is the half-normal `|xi|`.
+
+    The gradient is written out (`keras.ops.custom_gradient`): with
+    `q = sigmoid(a * delta) - 0.5`, `s = p * c * |xi| * q**2` and `m` the
+    units whose noise bound `|delta| > s` holds (they output
+    `f + sgn(delta) * s`, the others the linear `u(x)`),
+
+        d psi / dx = f' + (u' - f') * (1 - m + w * a),   d psi / da = w * delta,
+        w = m * sgn(delta) * p * c * |xi| * 2q * (0.25 - q**2),
+
+    fewer element-wise operations than automatic differentiation of the
+    forward pass takes (`docs/performance.md` has the measured step).
+
+    Args:
+        x: Pre-activation tensor.
+        skip: The previous layer's units, same shape as `x`.
+        a: Per-unit tensor (last axis), the saturation sensitivity.
+        u: float32 tensor of uniform draws, the shape of `x`.
+        p: float32 scalar in [0, 1], the skip probability.
+        activation: A name in `LINEARIZATIONS`.
+        c: Python float, the noise constant.
+    """
+    offset, slope = LINEARIZATIONS[activation]
+    take_skip = u < p
+    rest = ops.clip((u - p) / ops.maximum(1 - p, _TINY), 0.0, 1.0 - _TINY)
+    # `s / q**2`; 0 on the skipped units (`rest` is 0 there).
+    scale = ops.cast((p * (c * math.sqrt(2.0))) * ops.erfinv(rest), x.dtype)
+
+    @ops.custom_gradient
+    def psi(x, skip, a):
+        f = keras.activations.get(activation)(x)
+        delta = (offset + slope * x) - f
+        q = ops.sigmoid(a * delta) - 0.5
+        s = scale * ops.square(q)
+        # `sgn(delta) * min(|delta|, s)`, for `s >= 0`.
+        bounded = ops.clip(delta, -s, s)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            kept = upstream * ops.cast(~take_skip, upstream.dtype)
+            bound = ops.cast(bounded != delta, x.dtype)
+            w = bound * ops.sign(delta) * scale * (2 * q) * (0.25 - q * q)
+            derivative = DERIVATIVES[activation](x, f)
+            grad_x = kept * (
+                derivative + (slope - derivative) * (1 - bound + w * a)
+            )
+            grad_a = ops.sum(kept * w * delta, axis=tuple(range(x.ndim - 1)))
+            return grad_x, upstream - kept, grad_a
+
+        return select(take_skip, skip, f + bounded), grad
+
+    return psi(x, skip, a)
 
 
 def mollified_activation(
