@@ -36,7 +36,7 @@ from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.noise import select
 from keras_gradnets.core.state import eager_value
 
-# Keeps `(u - p) / (1 - p)` finite and below 1 (where erfinv is infinite).
+# Keeps `(v - p) / (1 - p)` finite and below 1 (where erfinv is infinite).
 _TINY = 2.0**-24
 
 # activation name -> (f(0), f'(0)): the linear approximation u at 0.
@@ -95,42 +95,42 @@ def _sample(x, skip, p, a, activation, c, seed_generator):
     whatever the policy: float16 rounds `1 - 2**-24` to 1, where erfinv is
     infinite.
     """
-    u = keras.random.uniform(ops.shape(x), seed=seed_generator, dtype="float32")
+    v = keras.random.uniform(ops.shape(x), seed=seed_generator, dtype="float32")
     return sampled_activation(
-        x, skip, ops.cast(a, x.dtype), u, ops.cast(p, "float32"), activation, c
+        x, skip, ops.cast(a, x.dtype), v, ops.cast(p, "float32"), activation, c
     )
 
 
-def sampled_activation(x, skip, a, u, p, activation, c):
-    """Algorithm 1 with the skip choice, for uniform draws `u` on [0, 1).
+def sampled_activation(x, skip, a, v, p, activation, c):
+    """Algorithm 1 with the skip choice, for uniform draws `v` on [0, 1).
 
-    `u < p` takes the skip path, and for the other units `(u - p) / (1 - p)`
+    `v < p` takes the skip path, and for the other units `(v - p) / (1 - p)`
     is uniform on [0, 1) and independent of that choice, so
     `sqrt(2) * erfinv` of it is the half-normal `|xi|`.
 
-    The gradient is written out (`keras.ops.custom_gradient`): with
-    `q = sigmoid(a * delta) - 0.5`, `s = p * c * |xi| * q**2` and `m` the
-    units whose noise bound `|delta| > s` holds (they output
-    `f + sgn(delta) * s`, the others the linear `u(x)`),
-
-        d psi / dx = f' + (u' - f') * (1 - m + w * a),   d psi / da = w * delta,
-        w = m * sgn(delta) * p * c * |xi| * 2q * (0.25 - q**2),
-
+    The gradient is written out (`keras.ops.custom_gradient`), which takes
     fewer element-wise operations than automatic differentiation of the
-    forward pass takes (`docs/performance.md` has the measured step).
+    forward pass (`docs/performance.md` has the measured step). With
+    `q = sigmoid(a * delta) - 0.5`, `s = p * c * |xi| * q**2` and `m` = 1
+    on the units whose noise bound `|delta| > s` holds (they output
+    `f + sgn(delta) * s`, the others the linear `u(x)`):
+
+        d psi / dx = f' + (u' - f') * (1 - m + w * a)
+        d psi / da = w * delta
+        w = m * sgn(delta) * p * c * |xi| * 2q * (0.25 - q**2)
 
     Args:
         x: Pre-activation tensor.
         skip: The previous layer's units, same shape as `x`.
         a: Per-unit tensor (last axis), the saturation sensitivity.
-        u: float32 tensor of uniform draws, the shape of `x`.
+        v: float32 tensor of uniform draws, the shape of `x`.
         p: float32 scalar in [0, 1], the skip probability.
         activation: A name in `LINEARIZATIONS`.
         c: Python float, the noise constant.
     """
     offset, slope = LINEARIZATIONS[activation]
-    take_skip = u < p
-    rest = ops.clip((u - p) / ops.maximum(1 - p, _TINY), 0.0, 1.0 - _TINY)
+    take_skip = v < p
+    rest = ops.clip((v - p) / ops.maximum(1 - p, _TINY), 0.0, 1.0 - _TINY)
     # `s / q**2`; 0 on the skipped units (`rest` is 0 there).
     scale = ops.cast((p * (c * math.sqrt(2.0))) * ops.erfinv(rest), x.dtype)
 
