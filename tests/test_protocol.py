@@ -18,6 +18,7 @@ from keras_gradnets.core.logs_metric import LogsMetric
 from keras_gradnets.core.state import WatchedVariable
 from tests.helpers import BACKEND
 from tests.helpers import BatchRecorder
+from tests.helpers import CrashAt
 from tests.helpers import LastBatchMean
 from tests.test_scheduler import X_PROBE
 from tests.test_scheduler import Y_PROBE
@@ -637,22 +638,28 @@ def _batches_then_a_bad_one():
     yield np.ones((len(X_PROBE), 2), "float32"), Y_PROBE
 
 
-@pytest.mark.parametrize("cause", ["schedule", "step"])
+@pytest.mark.parametrize("cause", ["schedule", "step", "callback"])
 def test_a_fit_stopped_by_an_error_leaves_no_scheduler_behind(cause):
     # Keras calls no `on_train_end` then: a later fit without the scheduler
     # must neither write its values nor log them.
     model = probe_model()
+    callbacks = [GradNetScheduler(tau=10, unit="step")]
+    data = (np.concatenate([X_PROBE] * 4), np.concatenate([Y_PROBE] * 4))
+    kwargs = {"batch_size": len(X_PROBE), "epochs": 1}
+    expected = Exception
     if cause == "schedule":
-        scheduler = GradNetScheduler(_bad_schedule, unit="step")
-        data, expected = (np.concatenate([X_PROBE] * 4),), ValueError
-        data += (np.concatenate([Y_PROBE] * 4),)
+        callbacks = [GradNetScheduler(_bad_schedule, unit="step")]
+        expected = ValueError
+    elif cause == "step":
+        data, kwargs = (_batches_then_a_bad_one(),), {"epochs": 1}
     else:
-        scheduler = GradNetScheduler(tau=10, unit="step")
-        data, expected = (_batches_then_a_bad_one(),), Exception
-    kwargs = {"batch_size": len(X_PROBE)} if cause == "schedule" else {}
+        # Raised between two epochs, outside the steps.
+        callbacks.append(CrashAt(1))
+        kwargs["epochs"], expected = 2, RuntimeError
     with pytest.raises(expected):
-        model.fit(*data, epochs=1, verbose=0, callbacks=[scheduler], **kwargs)
-    assert "train_step" not in model.__dict__
+        model.fit(*data, verbose=0, callbacks=callbacks, **kwargs)
+    if cause != "callback":
+        assert "train_step" not in model.__dict__
     grelu = model.layers[-1]
     grelu.g.assign(0.25)
     recorder = BatchRecorder("last_mean")
@@ -666,4 +673,5 @@ def test_a_fit_stopped_by_an_error_leaves_no_scheduler_behind(cause):
         callbacks=[recorder],
     )
     assert used_g(recorder) == [0.25, 0.25, 0.25]
+    assert "train_step" not in model.__dict__
     assert "g" not in history.history

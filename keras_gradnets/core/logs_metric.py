@@ -15,6 +15,7 @@ schedule then costs no host work and no state sync per step
 """
 
 import contextlib
+import sys
 import weakref
 
 import keras
@@ -186,10 +187,12 @@ class SessionTrainFunction:
     """The train function of a `fit` the schedulers run in.
 
     Keras calls no `on_train_end` when `fit` stops on an error or an
-    interrupt: if a step raises (other than the end of the data), the model
-    gets back the train function, train step and metrics it had before the
-    schedulers started, so that a later `fit` without them does not run
-    their writes; then the error goes on.
+    interrupt. So that a later `fit` without the schedulers does not run
+    their writes, the model gets back the train function, train step and
+    metrics it had before they started: if a step raises (other than the
+    end of the data), before the error goes on; and if the function is
+    called outside the `fit` they started in (that `fit` raised between
+    its steps), before the call runs the model's own function.
     """
 
     def __init__(self, model, function):
@@ -197,13 +200,18 @@ class SessionTrainFunction:
         self.function = function
 
     def __call__(self, *args):
+        model = self.model()
+        session = _SESSIONS.get(model)
+        if session is not None and not session.running():
+            end_session(model)
+            return model.train_function(*args)
         try:
             return self.function(*args)
         except StopIteration:
             raise
         except BaseException as error:
             if not _ends_the_data(error):
-                end_session(self.model())
+                end_session(model)
             raise
 
 
@@ -223,6 +231,33 @@ class _Session:
         self.plain = model.train_function
         self.own_train_step = model.__dict__.get("train_step")
         self.metrics = []
+        self.model = weakref.ref(model)
+        self.callbacks = next(_fit_callbacks(model), None)
+
+    def running(self):
+        """Whether the `fit` the schedulers started in is on the call
+        stack (always, where they were started outside a `fit`)."""
+        return self.callbacks is None or any(
+            callbacks is self.callbacks
+            for callbacks in _fit_callbacks(self.model())
+        )
+
+
+def _fit_callbacks(model):
+    """The `CallbackList`s of the `fit`s of `model` on the call stack,
+    innermost first.
+
+    Keras's `fit` keeps them in its local `callbacks`, and calls the train
+    function and the callbacks' `on_train_begin` itself.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if (
+            frame.f_code.co_name == "fit"
+            and frame.f_locals.get("self") is model
+        ):
+            yield frame.f_locals.get("callbacks")
+        frame = frame.f_back
 
 
 class _Function:
@@ -280,7 +315,9 @@ def start_logging(model, keys, name, step_variables=()):
             metric = LogsMetric(keys, name, step_variables)
         metrics[key] = metric
     session = _SESSIONS.get(model)
-    if session is not None and metric in session.metrics:
+    if session is not None and (
+        metric in session.metrics or not session.running()
+    ):
         # The last fit raised outside its steps, before its end.
         end_session(model)
         session = None
