@@ -68,12 +68,12 @@ def check_activation(activation):
 
 
 def _saturation(x, a, activation):
-    """Returns `f(x)`, `delta = u(x) - f(x)` and `sigma` (lines 1-3)."""
+    """Returns `f(x)`, `delta = u(x) - f(x)` and
+    `q = sigmoid(a * delta) - 0.5`, with `sigma = q**2` (lines 1-3)."""
     offset, slope = LINEARIZATIONS[activation]
     f = keras.activations.get(activation)(x)
     delta = (offset + slope * x) - f
-    sigma = ops.square(ops.sigmoid(ops.cast(a, x.dtype) * delta) - 0.5)
-    return f, delta, sigma
+    return f, delta, ops.sigmoid(ops.cast(a, x.dtype) * delta) - 0.5
 
 
 def _expected_min(bound, scale):
@@ -128,7 +128,7 @@ def sampled_activation(x, skip, a, v, p, activation, c):
         activation: A name in `LINEARIZATIONS`.
         c: Python float, the noise constant.
     """
-    offset, slope = LINEARIZATIONS[activation]
+    slope = LINEARIZATIONS[activation][1]
     take_skip = v < p
     rest = ops.clip((v - p) / ops.maximum(1 - p, _TINY), 0.0, 1.0 - _TINY)
     # `s / q**2`; 0 on the skipped units (`rest` is 0 there).
@@ -136,9 +136,7 @@ def sampled_activation(x, skip, a, v, p, activation, c):
 
     @ops.custom_gradient
     def psi(x, skip, a):
-        f = keras.activations.get(activation)(x)
-        delta = (offset + slope * x) - f
-        q = ops.sigmoid(a * delta) - 0.5
+        f, delta, q = _saturation(x, a, activation)
         s = scale * ops.square(q)
         # `sgn(delta) * min(|delta|, s)`, for `s >= 0`.
         bounded = ops.clip(delta, -s, s)
@@ -184,8 +182,8 @@ def mollified_activation(
     p = ops.cast(p, x.dtype)
 
     def expectation():
-        f, delta, sigma = _saturation(x, a, activation)
-        scale = p * c * sigma
+        f, delta, q = _saturation(x, a, activation)
+        scale = p * c * ops.square(q)
         psi = f + ops.sign(delta) * _expected_min(ops.abs(delta), scale)
         return p * skip + (1 - p) * psi
 
