@@ -12,6 +12,7 @@ from keras_gradnets import layers
 from keras_gradnets import schedules
 from keras_gradnets.callbacks import MollifierScheduler
 from keras_gradnets.mollifying.mollify import LINEARIZATIONS
+from keras_gradnets.mollifying.mollify import mollified_activation
 from keras_gradnets.mollifying.mollify import sampled_activation
 from tests.helpers import BatchRecorder
 from tests.helpers import CrashAt
@@ -180,6 +181,34 @@ def test_training_gradients_are_those_of_algorithm_1(activation, p):
     )
     kept = u >= p
     assert 0 < np.mean(linear[kept]) < 1
+
+
+@pytest.mark.parametrize(
+    "dtype, a, p, c",
+    [
+        # The noise scale p * c * sigma is about 1e-20: its square, which
+        # the gradient of the expectation divides by, underflows.
+        ("float32", 1e-6, 1e-5, 1.0),
+        ("float16", 0.1, 0.1, 100.0),
+    ],
+)
+def test_expectation_gradients_stay_finite_for_tiny_noise(dtype, a, p, c):
+    """The path of `deterministic=True` training: finite gradients where
+    the noise scale is tiny, and in float16 (a mixed precision policy)."""
+    if dtype == "float16" and keras.backend.backend() == "torch":
+        pytest.skip("Keras does not support float16 on torch CPU")
+    x = np.linspace(-4.0, 4.0, 48).reshape(8, 6).astype(dtype)
+    out, grads = value_and_gradients(
+        lambda x, skip, a: mollified_activation(
+            x, skip, p, a, "sigmoid", c, keras.random.SeedGenerator(3), False
+        ),
+        x,
+        X.astype(dtype),
+        np.full((6,), a, dtype=dtype),
+    )
+    assert np.isfinite(out).all()
+    for grad in grads:
+        assert np.isfinite(grad).all()
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,11 @@ from keras_gradnets.core.state import eager_value
 # Keeps `(v - p) / (1 - p)` finite and below 1 (where erfinv is infinite).
 _TINY = 2.0**-24
 
+# Below this noise scale, `E[min(bound, scale * |xi|)] < scale` is taken as
+# 0: the gradient of `bound / scale` divides by the scale's square, which
+# would underflow to 0 (and give NaN).
+_SMALLEST_SCALE = 2.0**-40
+
 # activation name -> (f(0), f'(0)): the linear approximation u at 0.
 LINEARIZATIONS = {
     "sigmoid": (0.5, 0.25),
@@ -77,8 +82,9 @@ def _saturation(x, a, activation):
 
 
 def _expected_min(bound, scale):
-    """`E[min(bound, scale * |xi|)]` for `xi ~ N(0, 1)`; 0 where scale=0."""
-    positive = scale > 0
+    """`E[min(bound, scale * |xi|)]` for `xi ~ N(0, 1)`, float32 tensors;
+    0 where the scale is below `_SMALLEST_SCALE`."""
+    positive = scale > _SMALLEST_SCALE
     safe = ops.where(positive, scale, ops.ones_like(scale))
     ratio = bound / (safe * math.sqrt(2.0))
     value = safe * math.sqrt(2.0 / math.pi) * (
@@ -183,8 +189,12 @@ def mollified_activation(
 
     def expectation():
         f, delta, q = _saturation(x, a, activation)
-        scale = p * c * ops.square(q)
-        psi = f + ops.sign(delta) * _expected_min(ops.abs(delta), scale)
+        # In float32 whatever the policy: float16 cannot hold the scale's
+        # square that the gradient of `_expected_min` divides by.
+        delta = ops.cast(delta, "float32")
+        scale = ops.cast(p, "float32") * c * ops.square(ops.cast(q, "float32"))
+        noise = ops.sign(delta) * _expected_min(ops.abs(delta), scale)
+        psi = f + ops.cast(noise, x.dtype)
         return p * skip + (1 - p) * psi
 
     def original():
