@@ -212,6 +212,30 @@ def test_expectation_gradients_stay_finite_for_tiny_noise(dtype, a, p, c):
 
 
 @pytest.mark.parametrize(
+    "policy, p", [("float32", 1e-7), ("mixed_float16", 0.1)]
+)
+def test_deterministic_training_takes_finite_steps(policy, p):
+    if policy == "mixed_float16" and keras.backend.backend() == "torch":
+        pytest.skip("Keras does not support float16 on torch CPU")
+    keras.config.set_dtype_policy(policy)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            layers.MollifiedDense(16, "sigmoid", p=p, deterministic=True),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile("adam", "mse")
+    x = 0.01 * np.random.default_rng(0).normal(size=(256, 8))
+    kernel = numpy(model.layers[0].kernel).copy()
+    model.fit(x, x.sum(axis=1), epochs=2, verbose=0)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    # Under mixed_float16 a non-finite gradient skips the step.
+    assert not np.array_equal(kernel, numpy(model.layers[0].kernel))
+
+
+@pytest.mark.parametrize(
     "build, match",
     [
         (lambda: layers.MollifiedDense(4, p=1.5), "`p`.*Received: p=1.5"),
