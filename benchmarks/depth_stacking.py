@@ -14,7 +14,8 @@ bytes; Adam 1e-3, batch 32, windows of 64 bytes.
   `top` is G_stack (the trained blocks copied on top), `middle` is MIDAS
   (the middle block copied after itself); new blocks enter through gates
   at `--grown-gate` (0 keeps the function at the growth, 1 is plain
-  stacking).
+  stacking) and, with `--ramp-steps n`, on a ramp from 0 to 1 over their
+  first n steps (the function is kept at the growth whatever the gate).
 
 It prints, per seed and as medians, the final validation loss of each,
 and the training compute (parameters in use x tokens, summed over the
@@ -24,7 +25,7 @@ compute; "never" if it does not within the run.
 
     python benchmarks/depth_stacking.py [--seeds 0 1 2] [--epochs 12]
         [--steps 100] [--grow-at 0.5] [--placements top middle]
-        [--grown-gate 0] [--backend jax]
+        [--grown-gate 0] [--ramp-steps 0] [--backend jax]
 """
 
 import argparse
@@ -38,8 +39,9 @@ import json, os, sys, sysconfig
 import keras, keras_hub, numpy as np
 import keras_gradnets as kg
 
-kind, seed, epochs, steps, grow_at, grown_gate = sys.argv[1:7]
+kind, seed, epochs, steps, grow_at, grown_gate, ramp_steps = sys.argv[1:8]
 seed, epochs, steps = int(seed), int(epochs), int(steps)
+ramp_steps = int(ramp_steps)
 grow_at, grown_gate = float(grow_at), float(grown_gate)
 names = ["argparse.py", "functools.py", "inspect.py", "typing.py",
          "dataclasses.py", "pathlib.py", "tarfile.py", "textwrap.py"]
@@ -68,7 +70,7 @@ if kind == "deep":
 else:
     stack = kg.layers.DynamicStack(
         block, depth=4, initial_depth=2, placement=kind, blocks_per_growth=2,
-        grown_gate=grown_gate)
+        grown_gate=grown_gate, ramp_steps=ramp_steps)
     callbacks = [kg.callbacks.CapacityGrowth(grow_at=[grow_at])]
 h = stack(h)
 outputs = keras.layers.Dense(256)(keras.layers.LayerNormalization()(h))
@@ -108,6 +110,7 @@ def main():
         choices=["top", "middle"],
     )
     parser.add_argument("--grown-gate", type=float, default=0.0)
+    parser.add_argument("--ramp-steps", type=int, default=0)
     parser.add_argument("--backend", default="jax")
     args = parser.parse_args()
     env = dict(os.environ, KERAS_BACKEND=args.backend)
@@ -124,6 +127,7 @@ def main():
                 str(args.steps),
                 str(args.grow_at),
                 str(args.grown_gate),
+                str(args.ramp_steps),
             ],
             env=env,
             capture_output=True,
@@ -136,7 +140,8 @@ def main():
     print(
         f"backend {args.backend}, seeds {args.seeds}, {args.epochs} epochs "
         f"of {args.steps} steps, growth at {args.grow_at} of the run, "
-        f"grown gates start at {args.grown_gate}; "
+        f"grown gates start at {args.grown_gate}, "
+        f"ramp over {args.ramp_steps} steps; "
         "final validation loss, and compute to within 2% of deep's"
     )
     print(

@@ -350,3 +350,128 @@ def test_a_stack_of_keras_hub_transformer_encoders_grows_and_finalizes():
     np.testing.assert_allclose(
         _np(plain.predict(x, verbose=0)), before, atol=1e-5
     )
+
+
+def _ramped(ramp_steps=4, seed=1, steps_per_execution=1):
+    keras.utils.set_random_seed(seed)
+    stack = DynamicStack(
+        CountingBlock(),
+        depth=3,
+        initial_depth=1,
+        grown_gate=1.0,
+        ramp_steps=ramp_steps,
+        name="stack",
+    )
+    model = keras.Sequential(
+        [keras.Input((5,)), keras.layers.Dense(8), stack, keras.layers.Dense(1)]
+    )
+    model.compile(
+        keras.optimizers.SGD(0.1),
+        "mse",
+        steps_per_execution=steps_per_execution,
+    )
+    return model, stack
+
+
+def test_a_ramped_block_enters_at_zero_inside_the_train_step():
+    # Blocks active from the start have run their ramp. A grown block's
+    # ramp is 0 in the first train step after the growth, so the block gets
+    # no gradient; in the second it is 1/4, and the block learns. Plain
+    # SGD: a zero gradient moves nothing.
+    x, y = _data(n=16)
+    model, stack = _ramped()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    before = _np(model.predict(x, verbose=0))
+    stack.grow()
+    np.testing.assert_array_equal(_np(stack.ramp_counts), [4, 0, 0])
+    np.testing.assert_allclose(
+        _np(model.predict(x, verbose=0)), before, atol=1e-6
+    )
+    grown = [_np(v).copy() for v in stack.blocks[1].trainable_variables]
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(_np(stack.ramp_counts), [4, 1, 0])
+    for old, variable in zip(
+        grown, stack.blocks[1].trainable_variables, strict=True
+    ):
+        np.testing.assert_array_equal(old, _np(variable))
+    assert _np(stack.gates)[1] == 1.0
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(_np(stack.ramp_counts), [4, 2, 0])
+    moved = [
+        np.any(old != _np(variable))
+        for old, variable in zip(
+            grown, stack.blocks[1].trainable_variables, strict=True
+        )
+    ]
+    assert all(moved) and _np(stack.gates)[1] != 1.0
+
+
+def test_a_ramp_ends_at_the_gate_and_finalizes_equal_on_the_way():
+    x, y = _data()
+    model, stack = _ramped(ramp_steps=6)
+    model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        callbacks=[CapacityGrowth(grow_at=[1])],
+    )
+    # Grown after epoch 0's 4 steps, then 8 steps of a 6-step ramp.
+    np.testing.assert_array_equal(_np(stack.ramp_counts)[:2], [6, 6])
+    hidden = _np(model.layers[0](x))
+    np.testing.assert_allclose(
+        _np(stack(hidden)), _run_in_order(stack, hidden), atol=1e-5
+    )
+    # Several steps per execution count one by one (torch runs one).
+    per_execution = 1 if keras.backend.backend() == "torch" else 2
+    model, stack = _ramped(ramp_steps=6, steps_per_execution=per_execution)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    stack.grow()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(_np(stack.ramp_counts)[:2], [6, 4])
+    hidden = _np(model.layers[0](x))
+    ramp = np.array([1.0, 4 / 6, 0.0])
+    expected = ops.convert_to_tensor(hidden)
+    for i, gate in zip(stack.block_order, _np(stack.gates), strict=False):
+        expected = expected + float(gate * ramp[i]) * (
+            stack.blocks[i](expected) - expected
+        )
+    np.testing.assert_allclose(_np(stack(hidden)), _np(expected), atol=1e-5)
+    plain = kg.finalize(model)
+    np.testing.assert_allclose(
+        _np(plain.predict(x, verbose=0)),
+        _np(model.predict(x, verbose=0)),
+        atol=1e-5,
+    )
+
+
+def test_save_mid_ramp_and_resume_matches_an_uninterrupted_run(tmp_path):
+    x, y = _data()
+    fit = dict(batch_size=16, shuffle=False, verbose=0)
+    full, _ = _ramped(ramp_steps=10)
+    full.fit(x, y, epochs=4, callbacks=[CapacityGrowth(grow_at=[1])], **fit)
+    first, stack = _ramped(ramp_steps=10)
+    first.fit(x, y, epochs=2, callbacks=[CapacityGrowth(grow_at=[1])], **fit)
+    np.testing.assert_array_equal(_np(stack.ramp_counts)[:2], [10, 4])
+    path = str(tmp_path / "ramp.keras")
+    first.save(path)
+    resumed = keras.saving.load_model(path)
+    assert resumed.get_layer("stack").ramp_steps == 10
+    resumed.fit(
+        x,
+        y,
+        epochs=4,
+        initial_epoch=2,
+        callbacks=[CapacityGrowth(grow_at=[1])],
+        **fit,
+    )
+    for a, b in zip(full.weights, resumed.weights, strict=True):
+        np.testing.assert_allclose(_np(a), _np(b), atol=1e-5)
+
+
+def test_bad_ramp_steps():
+    with pytest.raises(ValueError, match="ramp_steps"):
+        DynamicStack(CountingBlock(), depth=3, ramp_steps=-1)
+    with pytest.raises(ValueError, match="ramp_steps"):
+        DynamicStack(CountingBlock(), depth=3, ramp_steps=2.5)

@@ -81,6 +81,16 @@ class DynamicStack(StatefulLayer):
     the network's function exactly at the growth and the new block's
     weight in it is learned; 1 stacks as G_stack does.
 
+    With `ramp_steps`, a grown block also enters on a ramp, as DropIn's
+    skip path fades out (Smith et al. 2016, Section 3): block `i` computes
+    `x + a_i * r_i * (block_i(x) - x)`, where `r_i` is 0 at the growth and
+    rises by `1 / ramp_steps` after each training step the block runs, to
+    1. The function is kept at the growth whatever `grown_gate`; with
+    `grown_gate=1` the stack ends as G_stack's and gets there gradually.
+    The step counts are saved with the weights (`ramp_counts`), and any
+    call with `training=True` counts as a step, as it updates a
+    `BatchNormalization`'s moving statistics.
+
     Inactive blocks are held exactly by the optimizer once the model is
     linked (`link_dynamic_layers`, which `CapacityGrowth` calls): no
     momentum or weight decay moves them, and their optimizer slots stay at
@@ -109,6 +119,9 @@ class DynamicStack(StatefulLayer):
             level language model (`benchmarks/depth_stacking.py`), a gate
             learned from 0 stays small and the grown model ends above the
             deep one trained from scratch; see the dynamic-capacity page.
+            Defaults to 0.
+        ramp_steps: Integer >= 0, the training steps over which a grown
+            block's ramp rises from 0 to 1, see above; 0 for no ramp.
             Defaults to 0.
         **kwargs: Base layer arguments such as `name` and `dtype`.
 
@@ -139,6 +152,7 @@ class DynamicStack(StatefulLayer):
         placement="top",
         blocks_per_growth=1,
         grown_gate=0.0,
+        ramp_steps=0,
         **kwargs,
     ):
         active = kwargs.pop("active_blocks", None)
@@ -158,6 +172,9 @@ class DynamicStack(StatefulLayer):
         )
         self.grown_gate = float(
             check_number("grown_gate", grown_gate, low=0.0, high=1.0)
+        )
+        self.ramp_steps = check_number(
+            "ramp_steps", ramp_steps, low=0, integer=True
         )
         self._active_cache = check_number(
             "active_blocks",
@@ -232,12 +249,25 @@ class DynamicStack(StatefulLayer):
             self.depth,
             _depth_assigned,
         )
+        if self.ramp_steps:
+            # The same on every replica: each counts the same steps.
+            self.ramp_counts = self.add_weight(
+                shape=(self.depth,),
+                initializer=keras.initializers.Constant(
+                    [self.ramp_steps] * active + [0] * (self.depth - active)
+                ),
+                dtype="int32",
+                trainable=False,
+                aggregation="only_first_replica",
+                name="ramp_counts",
+            )
 
     def grow(self, num_blocks=None, freeze=False):
         """Activates `num_blocks` more blocks (fewer at full depth).
 
-        Each new block gets the weights of a trained block and a gate of
-        `grown_gate` (with the default 0, the outputs are unchanged).
+        Each new block gets the weights of a trained block, a gate of
+        `grown_gate` and, with `ramp_steps`, a ramp at 0 (with either of
+        the defaults, gate 0 or a ramp, the outputs are unchanged).
         With `placement="top"` block `active_blocks + k` copies block `k`
         (the trained stack copied on top of itself, cycling when more
         blocks grow than are active); with `"middle"` each new block
@@ -274,6 +304,10 @@ class DynamicStack(StatefulLayer):
             self.blocks[j].set_weights(self.blocks[source].get_weights())
             gates[j] = self.grown_gate
         self.gates.assign(gates)
+        if self.ramp_steps:
+            counts = ops.convert_to_numpy(self.ramp_counts).copy()
+            counts[old:new] = 0
+            self.ramp_counts.assign(counts)
         self._active_variable.assign(np.int32(new))
         links.capacity_changed(self)
         return new - old
@@ -309,14 +343,28 @@ class DynamicStack(StatefulLayer):
         links.note_trace(self)
         hold = bool(training) and self.trainable and links.optimizer_ready(self)
         held = self._hold_blocks(hold)
+        gates = self._effective_gates(training)
         x = inputs
         for i in self.block_order:
             h = self.blocks[i](x, training=training)
-            gate = ops.cast(self.gates[i], h.dtype)
-            x = x + gate * (h - x)
+            x = x + ops.cast(gates[i], h.dtype) * (h - x)
         if held:
             x = hold_gradients(x, *[v.value for v in held])
         return x
+
+    def _effective_gates(self, training=False):
+        """The gates times the ramps; a training call counts a step of
+        every active block's ramp."""
+        if not self.ramp_steps:
+            return self.gates
+        counts = self.ramp_counts.value
+        ramps = ops.cast(counts, "float32") / self.ramp_steps
+        if training:
+            active = np.arange(self.depth) < self.active_blocks
+            self.ramp_counts.assign(
+                ops.minimum(counts + active.astype("int32"), self.ramp_steps)
+            )
+        return self.gates * ramps
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -327,11 +375,11 @@ class DynamicStack(StatefulLayer):
         """The active blocks as plain layers in running order, with their
         weights.
 
-        A block whose gate is 1 is returned as a copy of itself; one with
-        another gate `a` as a functional model computing
+        A block whose gate (times its ramp) is 1 is returned as a copy of
+        itself; one with another gate `a` as a functional model computing
         `x + a * (block(x) - x)` from built-in layers.
         """
-        gates = ops.convert_to_numpy(self.gates)
+        gates = ops.convert_to_numpy(self._effective_gates())
         input_shape = self._block_input_shape
         result = []
         for i in self.block_order:
@@ -361,6 +409,7 @@ class DynamicStack(StatefulLayer):
                 "placement": self.placement,
                 "blocks_per_growth": self.blocks_per_growth,
                 "grown_gate": self.grown_gate,
+                "ramp_steps": self.ramp_steps,
                 "active_blocks": self.active_blocks,
             }
         )

@@ -204,6 +204,23 @@ def test_capacity_growth_takes_effect_on_every_replica(scope):
     assert logs["capacity"] == [1.0]
 
 
+def test_a_grown_blocks_ramp_counts_on_every_replica(scope):
+    # Blocks `h = 2x` on an input of ones: the first gives 2, the grown
+    # copy `2 + r * 2` with its ramp `r` in quarters from the growth on.
+    with scope():
+        block = keras.layers.Dense(
+            1, kernel_initializer=keras.initializers.Constant(2.0)
+        )
+        stack = layers.DynamicStack(
+            block, depth=2, grown_gate=1.0, ramp_steps=4
+        )
+        model = _compile(keras.Sequential([keras.Input((1,)), stack]))
+    growth = kg.callbacks.CapacityGrowth(unit="step", grow_at=[2])
+    used, _ = _fit(model, np.ones((48, 1), "float32"), [growth], epochs=1)
+    np.testing.assert_allclose(used, [2.0, 2.0, 2.0, 2.5, 3.0, 3.5])
+    _same_on_every_device(_variable(stack, "ramp_counts"), [4, 4])
+
+
 def test_frozen_chunks_stay_bit_identical_on_every_replica(scope):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 5)).astype("float32")
