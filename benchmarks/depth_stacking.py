@@ -167,7 +167,7 @@ def main():
             )
             final.append(stacked["val_loss"][-1])
             row += f"{final[-1]:>10.4f}" + (
-                f"{'never':>10}" if not reached else f"{fraction[-1]:>10.2f}"
+                f"{'never':>10}" if not reached else f"{fraction[-1]:>10.3f}"
             )
         finals.append([deep["val_loss"][-1], *final])
         fractions.append(fraction)
@@ -177,7 +177,7 @@ def main():
     for i, _ in enumerate(placements):
         reached = [f[i] for f in fractions if f[i] is not None]
         row += f"{medians[i + 1]:>10.4f}{len(reached):>6}/{len(fractions)}"
-        row += f" ({np.median(reached):.2f})" if reached else ""
+        row += f" ({np.median(reached):.3f})" if reached else ""
     print(row)
     print("compute column of the median row: seeds that reached (median)")
 
