@@ -11,6 +11,9 @@ from keras_gradnets.dropin.dropin import DropIn
 from keras_gradnets.dropin.resize import Resize
 from keras_gradnets.dynamic_capacity.dynamic_conv import DynamicConv2D
 from keras_gradnets.dynamic_capacity.dynamic_dense import DynamicDense
+from keras_gradnets.dynamic_capacity.dynamic_feed_forward import (
+    DynamicFeedForward,
+)
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 from keras_gradnets.dynamic_capacity.dynamic_stack import DynamicStack
 from keras_gradnets.dynamic_capacity.gradmax import initialize_gradmax
@@ -49,6 +52,7 @@ __all__ = [
     "DropIn",
     "DynamicConv2D",
     "DynamicDense",
+    "DynamicFeedForward",
     "DynamicLayer",
     "DynamicStack",
     "GReLU",

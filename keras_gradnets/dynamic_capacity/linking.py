@@ -13,6 +13,9 @@ from keras_gradnets.core.walk import reader_pairs
 from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.core.width import keeps_zeros
 from keras_gradnets.dynamic_capacity import links
+from keras_gradnets.dynamic_capacity.dynamic_feed_forward import (
+    DynamicFeedForward,
+)
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 from keras_gradnets.dynamic_capacity.dynamic_stack import DynamicStack
 
@@ -105,6 +108,10 @@ def dynamic_readers(model):
     """
     readers_of = {}
     for submodel in walk_layers(model):
+        if isinstance(submodel, DynamicFeedForward) and submodel.built:
+            # Inside the block's own code, which no graph records.
+            pair = (submodel.intermediate_dense, submodel.output_dense)
+            readers_of.setdefault(pair[0], []).append(pair[1])
         if not isinstance(submodel, keras.Model):
             continue
         for layer, reader in reader_pairs(submodel):
@@ -167,8 +174,11 @@ def link_dynamic_layers(model):
     """
     readers = dynamic_readers(model)
     for producer, (consumers, through, others) in readers.items():
-        if producer.growth_init != "random" and (
-            others or not (consumers or through)
+        # A layer of one chunk never grows: its readers need no care.
+        if (
+            producer.chunks > 1
+            and producer.growth_init != "random"
+            and (others or not (consumers or through))
         ):
             names = [
                 "(the model output)" if r is None else r.name for r in others

@@ -3,6 +3,8 @@
 import keras
 
 from keras_gradnets.core.finalize import require_end_point
+from keras_gradnets.core.sublayers import SublayerWrapper
+from keras_gradnets.core.sublayers import set_sublayer
 from keras_gradnets.core.walk import attributes
 from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.gradnets.twins import FUSED
@@ -10,22 +12,6 @@ from keras_gradnets.gradnets.twins import activation_twin
 from keras_gradnets.gradnets.twins import dropout_twin
 from keras_gradnets.gradnets.twins import has_convertible_activation
 from keras_gradnets.gradnets.twins import is_bounded
-
-
-def _set_sublayer(owner, name, old, new):
-    """Sets `owner.<name> = new`, in `old`'s place among the sub-layers
-    `owner` tracks (so its weights keep their order), also once `owner` is
-    built. Keras's own `Dense.enable_lora` unlocks a built layer likewise."""
-    tracker = owner._tracker
-    locked = tracker.locked
-    tracker.unlock()
-    try:
-        if tracker.is_in_store("layers", old):
-            tracker.replace_tracked_value("layers", old, new)
-        setattr(owner, name, new)
-    finally:
-        if locked:
-            tracker.lock()
 
 
 def converts_inside(layer, activations=True, dropout=True):
@@ -80,14 +66,14 @@ def gradualize_sublayers(layer, activations=True, dropout=True):
         kind = type(child).__name__
         if type(child) is keras.layers.Dropout:
             twin = dropout_twin(child)
-            _set_sublayer(owner, name, child, twin)
+            set_sublayer(owner, name, child, twin)
         elif isinstance(child, FUSED):
             twin = activation_twin(child)
-            _set_sublayer(child, "activation", None, twin)
+            set_sublayer(child, "activation", None, twin)
             kind += " activation"
         else:
             twin = activation_twin(child)
-            _set_sublayer(owner, name, child, twin)
+            set_sublayer(owner, name, child, twin)
         twin._put_inside = True
         changes.append(f"{kind} -> {type(twin).__name__}")
     return changes
@@ -148,7 +134,7 @@ def require_late(layer, inner):
 
 
 @keras.saving.register_keras_serializable(package="keras_gradnets")
-class GradualSublayers(keras.layers.Wrapper):
+class GradualSublayers(SublayerWrapper):
     """A layer whose sub-layers anneal: GradNets inside its own code.
 
     `gradualize` wraps in it each layer that creates its sub-layers in its
@@ -174,10 +160,7 @@ class GradualSublayers(keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         self.activations = activations
         self.dropout = dropout
-        # The wrapped layer's own config, before any twin is put inside.
-        self._layer_config = keras.saving.serialize_keras_object(layer)
         self.changes = ()
-        self.supports_masking = layer.supports_masking
 
     def build(self, input_shape):
         if not self.layer.built:
@@ -186,18 +169,6 @@ class GradualSublayers(keras.layers.Wrapper):
             gradualize_sublayers(self.layer, self.activations, self.dropout)
         )
         self.built = True
-
-    def call(self, inputs, *args, **kwargs):
-        return self.layer(inputs, *args, **kwargs)
-
-    def compute_mask(self, inputs, mask=None):
-        return self.layer.compute_mask(inputs, mask)
-
-    def compute_output_shape(self, *args, **kwargs):
-        return self.layer.compute_output_shape(*args, **kwargs)
-
-    def compute_output_spec(self, *args, **kwargs):
-        return self.layer.compute_output_spec(*args, **kwargs)
 
     def finalized_layers(self):
         """The wrapped layer, with its class and config, at `g=1`."""
@@ -210,13 +181,6 @@ class GradualSublayers(keras.layers.Wrapper):
     def get_config(self):
         return {
             **super().get_config(),
-            "layer": self._layer_config,
             "activations": self.activations,
             "dropout": self.dropout,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
-        return cls(**config)

@@ -1,0 +1,242 @@
+"""A transformer block whose feed-forward width grows (MSG, FFN growth)."""
+
+import random
+
+import keras
+from keras import ops
+
+from keras_gradnets.core.checks import check_choice
+from keras_gradnets.core.checks import check_number
+from keras_gradnets.core.sublayers import SublayerWrapper
+from keras_gradnets.core.sublayers import set_sublayer
+from keras_gradnets.dynamic_capacity.dynamic_dense import DynamicDense
+
+# keras-hub's `TransformerEncoder` and `TransformerDecoder` keep their
+# feed-forward layers under these names.
+KERAS_HUB_DENSES = (
+    "_feedforward_intermediate_dense",
+    "_feedforward_output_dense",
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_gradnets")
+class DynamicFeedForward(SublayerWrapper):
+    """A transformer block whose feed-forward width grows during `fit`.
+
+    Wraps a block that computes its feed-forward network with two `Dense`
+    sub-layers, `output(activation(intermediate(x)))` (keras-hub's
+    `TransformerEncoder` and `TransformerDecoder`, or your block, named by
+    `dense_names`). Once built, the intermediate layer is a `DynamicDense`
+    of the same size split into `chunks`, of which the first
+    `initial_chunks` are active, and the output layer a `DynamicDense` that
+    reads only the active units: both matrix products cost what the active
+    width costs, and a growth re-traces the step once, as `DynamicDense`
+    layers do. The rest of the block is kept.
+
+    Growth keeps the function, as Masked Structural Growth does for the
+    feed-forward width (Yao et al. 2024, section 3, "FFN"): MSG masks the
+    new units' outputs with a factor that starts at 0; here the output
+    layer's rows that read the new units start at 0 (the zero outgoing
+    weights of Net2Net, `growth_init="function_preserving"`), which keeps
+    the function exactly at the growth while the new units' incoming
+    weights are drawn, so they train from their first step. The block is
+    then grown like any dynamic layer: by `CapacityGrowth` (at its
+    `grow_at` budget or on a plateau, `select="all"`) or by hand with
+    `wrapper.intermediate_dense.grow()` after `link_dynamic_layers(model)`.
+    The optimizer keeps the moments of trained units; new units start
+    with zero moments. `keras_gradnets.finalize` gives back the wrapped
+    block's class with `intermediate_dim` set to the active width.
+
+    Wrap a new block: the feed-forward layers are made anew at build, at
+    the initial width, as every dynamic layer starts.
+
+    Args:
+        layer: The transformer block to wrap, built or not. Its config is
+            what the wrapper saves; for `finalize`, it must hold the
+            feed-forward width as `intermediate_dim` (keras-hub's blocks
+            do).
+        chunks: Integer >= 1, at most the feed-forward width: in how many
+            chunks the width grows.
+        initial_chunks: Integer in `[1, chunks]`, the chunks active at
+            first. Defaults to 1.
+        growth_init: `"function_preserving"` (new units start with zero
+            outgoing weights) or `"random"` (their outgoing weights are
+            drawn: the function changes at the growth). Defaults to
+            `"function_preserving"`.
+        seed: Integer >= 0, seeds what each growth draws. Defaults to a
+            seed drawn at construction, saved in the config.
+        dense_names: Pair of attribute names of the block's feed-forward
+            `Dense` layers: the one that makes the intermediate units and
+            the one that reads them. Defaults to keras-hub's names.
+        **kwargs: Base layer keyword arguments, such as `name`.
+
+    Call arguments:
+        The wrapped block's.
+
+    Example:
+
+    ```python
+    block = keras_hub.layers.TransformerDecoder(intermediate_dim=256,
+                                                num_heads=4)
+    x = keras_gradnets.layers.DynamicFeedForward(block, chunks=4)(x)
+    ...
+    model.fit(x, y, epochs=12, callbacks=[
+        keras_gradnets.callbacks.CapacityGrowth(grow_at=[0.25, 0.5, 0.75],
+                                                freeze=False)])
+    plain = keras_gradnets.finalize(model)  # intermediate_dim=256
+    ```
+    """
+
+    def __init__(
+        self,
+        layer,
+        chunks,
+        initial_chunks=1,
+        growth_init="function_preserving",
+        seed=None,
+        dense_names=KERAS_HUB_DENSES,
+        **kwargs,
+    ):
+        super().__init__(layer, **kwargs)
+        self.chunks = check_number("chunks", chunks, low=1, integer=True)
+        self.initial_chunks = check_number(
+            "initial_chunks", initial_chunks, low=1, high=chunks, integer=True
+        )
+        self.growth_init = check_choice(
+            "growth_init", growth_init, ("function_preserving", "random")
+        )
+        if seed is None:
+            # Drawn like `DynamicDense`'s, then saved in the config.
+            seed = random.randint(1, 10**9)
+        self.seed = check_number("seed", seed, low=0, integer=True)
+        if (
+            not isinstance(dense_names, (list, tuple))
+            or len(dense_names) != 2
+            or not all(isinstance(x, str) for x in dense_names)
+        ):
+            raise ValueError(
+                "Invalid value received for argument `dense_names`. "
+                "Expected a pair of attribute names, such as "
+                f"{KERAS_HUB_DENSES}. Received: dense_names={dense_names!r}"
+            )
+        self.dense_names = tuple(dense_names)
+
+    def _dense(self, name):
+        dense = getattr(self.layer, name, None)
+        if type(dense) is not keras.layers.Dense:
+            raise ValueError(
+                f"DynamicFeedForward '{self.name}' grows the feed-forward "
+                "width of a block whose feed-forward layers are `Dense` "
+                f"layers held as attributes {self.dense_names}, but "
+                f"{self.layer.__class__.__name__} '{self.layer.name}' holds "
+                f"{type(dense).__name__} at `{name}`. Pass the names of its "
+                "feed-forward `Dense` layers as `dense_names`."
+            )
+        return dense
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        intermediate, output = (self._dense(x) for x in self.dense_names)
+        width = intermediate.units
+        if output.kernel.shape[0] != width:
+            raise ValueError(
+                f"DynamicFeedForward '{self.name}': `{self.dense_names[1]}` "
+                f"reads {output.kernel.shape[0]} inputs, but "
+                f"`{self.dense_names[0]}` makes {width} units. Pass the "
+                "names of two `Dense` layers, the second reading the first, "
+                "as `dense_names`."
+            )
+        grown = DynamicDense(
+            width,
+            chunks=self.chunks,
+            initial_chunks=self.initial_chunks,
+            activation=intermediate.activation,
+            use_bias=intermediate.use_bias,
+            growth_init=self.growth_init,
+            kernel_initializer=intermediate.kernel_initializer,
+            bias_initializer=intermediate.bias_initializer,
+            dtype=intermediate.dtype_policy,
+            name=f"{self.name}_{intermediate.name}",
+            seed=self.seed,
+        )
+        grown.build((None, intermediate.kernel.shape[0]))
+        reader = DynamicDense(
+            output.units,
+            chunks=1,
+            activation=output.activation,
+            use_bias=output.use_bias,
+            kernel_initializer=output.kernel_initializer,
+            bias_initializer=output.bias_initializer,
+            dtype=output.dtype_policy,
+            name=f"{self.name}_{output.name}",
+            seed=self.seed + 1,
+        )
+        reader.build((None, width))
+        set_sublayer(self.layer, self.dense_names[0], intermediate, grown)
+        set_sublayer(self.layer, self.dense_names[1], output, reader)
+        self.built = True
+
+    @property
+    def intermediate_dense(self):
+        """The `DynamicDense` that makes the feed-forward units: its
+        `active_units` is the width in use."""
+        return getattr(self.layer, self.dense_names[0])
+
+    @property
+    def output_dense(self):
+        """The `DynamicDense` that reads the active feed-forward units."""
+        return getattr(self.layer, self.dense_names[1])
+
+    def finalized_layers(self):
+        """The wrapped block's class, `intermediate_dim` the active width,
+        with the weights: it computes what this block computes."""
+        spec = dict(self._layer_config)
+        spec["config"] = dict(spec["config"])
+        if "intermediate_dim" not in spec["config"]:
+            raise ValueError(
+                f"Cannot finalize DynamicFeedForward '{self.name}': the "
+                f"config of {self.layer.__class__.__name__} has no "
+                "`intermediate_dim` to set to the grown width. Keep the "
+                "wrapper, or give the block that config argument."
+            )
+        intermediate, output = self.intermediate_dense, self.output_dense
+        width = intermediate.active_units
+        spec["config"]["intermediate_dim"] = width
+        plain = keras.saving.deserialize_keras_object(spec)
+        plain.build_from_config(self.layer.get_build_config())
+        numpy = ops.convert_to_numpy
+        kept = {
+            id(intermediate): [numpy(intermediate.kernel)[:, :width]]
+            + (
+                [numpy(intermediate.bias)[:width]]
+                if intermediate.use_bias
+                else []
+            ),
+            id(output): [numpy(output.kernel)[:width]]
+            + ([numpy(output.bias)] if output.use_bias else []),
+        }
+        owner = {
+            id(v): layer
+            for layer in (intermediate, output)
+            for v in layer.weights
+        }
+        values = []
+        for variable in self.layer.weights:
+            layer = owner.get(id(variable))
+            if layer is None:
+                values.append(numpy(variable))
+            elif id(layer) in kept:
+                values.extend(kept.pop(id(layer)))
+        plain.set_weights(values)
+        return [plain]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "chunks": self.chunks,
+            "initial_chunks": self.initial_chunks,
+            "growth_init": self.growth_init,
+            "seed": self.seed,
+            "dense_names": list(self.dense_names),
+        }

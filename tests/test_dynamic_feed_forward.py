@@ -1,0 +1,158 @@
+"""DynamicFeedForward: the feed-forward width of keras-hub transformer
+blocks grows inside `fit`, keeping the function, and finalizes to the
+block's own class at the grown width."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import keras_gradnets as kg
+from keras_gradnets.callbacks import CapacityGrowth
+from keras_gradnets.layers import DynamicFeedForward
+from keras_gradnets.layers import link_dynamic_layers
+
+WIDTH = 16
+BLOCKS = {
+    "encoder": lambda: keras_hub.layers.TransformerEncoder(
+        intermediate_dim=WIDTH, num_heads=2
+    ),
+    "decoder": lambda: keras_hub.layers.TransformerDecoder(
+        intermediate_dim=WIDTH, num_heads=2, activation="gelu"
+    ),
+}
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6, 8)).astype("float32")
+    return x, np.tanh(x.sum(axis=(1, 2)))[:, None].astype("float32")
+
+
+def _model(kind="decoder", chunks=4, seed=1, **kwargs):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6, 8))
+    wrapper = DynamicFeedForward(
+        BLOCKS[kind](), chunks=chunks, name="ffn", **kwargs
+    )
+    x = wrapper(inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    return model, wrapper
+
+
+@pytest.mark.parametrize("kind", sorted(BLOCKS))
+def test_growth_keeps_the_function_and_finalizes_to_the_block(kind):
+    model, wrapper = _model(kind)
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    link_dynamic_layers(model)
+    inner = wrapper.intermediate_dense
+    assert inner.active_units == WIDTH // 4
+    before = model.predict(x, verbose=0)
+    inner.grow(freeze=False)
+    assert inner.active_units == WIDTH // 2
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-5)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    trained = model.predict(x, verbose=0)
+    assert np.abs(trained - before).max() > 1e-4
+    plain = kg.finalize(model)
+    block = plain.get_layer("ffn")
+    assert type(block) is type(wrapper.layer)
+    assert block.intermediate_dim == WIDTH // 2
+    assert block._feedforward_intermediate_dense.kernel.shape == (8, 8)
+    np.testing.assert_allclose(plain.predict(x, verbose=0), trained, atol=1e-5)
+
+
+def test_the_train_step_uses_only_the_active_width():
+    model, wrapper = _model()
+    inner, reader = wrapper.intermediate_dense, wrapper.output_dense
+    x, y = _data()
+    link_dynamic_layers(model)
+    inactive = [_np(k).copy() for k in inner.kernels[1:]]
+    rows = _np(reader.kernel).copy()
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    # The held chunks and the reader's rows for them are not trained; the
+    # active ones are.
+    for kernel, value in zip(inner.kernels[1:], inactive, strict=True):
+        np.testing.assert_array_equal(_np(kernel), value)
+    np.testing.assert_array_equal(_np(reader.kernel)[4:], rows[4:])
+    assert np.abs(_np(reader.kernel)[:4] - rows[:4]).max() > 1e-4
+    assert inner.traced_capacity == (WIDTH // 4, 0)
+
+
+def test_capacity_growth_grows_every_block_inside_fit():
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((6, 8))
+    wrappers = [
+        DynamicFeedForward(BLOCKS["decoder"](), chunks=4) for _ in range(2)
+    ]
+    x = inputs
+    for wrapper in wrappers:
+        x = wrapper(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    model.compile("adam", "mse")
+    data = _data()
+    growth = CapacityGrowth(grow_at=[0.25, 0.5, 0.75], freeze=False)
+    history = model.fit(*data, epochs=4, batch_size=8, callbacks=[growth])
+    for wrapper in wrappers:
+        assert wrapper.intermediate_dense.active_units == WIDTH
+    assert len(growth.events) == 3
+    names = {w.intermediate_dense.name for w in wrappers}
+    assert len(names) == 2  # each block's layer has its own name
+    assert all(n in growth.events[0]["layers"] for n in names)
+    assert "capacity" in history.history
+    np.testing.assert_allclose(
+        kg.finalize(model).predict(data[0], verbose=0),
+        model.predict(data[0], verbose=0),
+        atol=1e-5,
+    )
+
+
+def test_save_mid_growth_and_resume_matches_an_uninterrupted_run(tmp_path):
+    x, y = _data()
+    fit = dict(batch_size=8, shuffle=False, verbose=0)
+
+    def growth():
+        return CapacityGrowth(grow_at=[1, 3], freeze=False)
+
+    full, _ = _model(seed=3)
+    full.fit(x, y, epochs=4, callbacks=[growth()], **fit)
+    first, wrapper = _model(seed=3)
+    first.fit(x, y, epochs=2, callbacks=[growth()], **fit)
+    assert wrapper.intermediate_dense.active_units == WIDTH // 2
+    path = str(tmp_path / "ffn.keras")
+    first.save(path)
+    resumed = keras.saving.load_model(path)
+    inner = resumed.get_layer("ffn").intermediate_dense
+    assert inner.active_units == WIDTH // 2
+    np.testing.assert_allclose(
+        resumed.predict(x, verbose=0), first.predict(x, verbose=0), atol=1e-6
+    )
+    resumed.fit(x, y, epochs=4, initial_epoch=2, callbacks=[growth()], **fit)
+    assert inner.active_units == 3 * WIDTH // 4
+    for a, b in zip(full.weights, resumed.weights, strict=True):
+        np.testing.assert_allclose(_np(a), _np(b), atol=1e-5)
+
+
+def test_bad_arguments():
+    block = BLOCKS["encoder"]()
+    with pytest.raises(ValueError, match="chunks"):
+        DynamicFeedForward(block, chunks=0)
+    with pytest.raises(ValueError, match="initial_chunks"):
+        DynamicFeedForward(block, chunks=2, initial_chunks=3)
+    with pytest.raises(ValueError, match="growth_init"):
+        DynamicFeedForward(block, chunks=2, growth_init="gradmax")
+    with pytest.raises(ValueError, match="dense_names"):
+        DynamicFeedForward(block, chunks=2, dense_names="dense")
+    with pytest.raises(ValueError, match="chunks"):
+        DynamicFeedForward(block, chunks=WIDTH + 1)(keras.Input((6, 8)))
+    wrapper = DynamicFeedForward(keras.layers.Dense(4), chunks=2)
+    with pytest.raises(ValueError, match="dense_names"):
+        wrapper(keras.Input((6, 8)))
