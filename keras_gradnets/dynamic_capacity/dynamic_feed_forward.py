@@ -134,6 +134,21 @@ class DynamicFeedForward(SublayerWrapper):
             )
         return dense
 
+    def _dynamic(self, dense, **options):
+        """A built `DynamicDense` with the size and options of `dense`."""
+        layer = DynamicDense(
+            dense.units,
+            activation=dense.activation,
+            use_bias=dense.use_bias,
+            kernel_initializer=dense.kernel_initializer,
+            bias_initializer=dense.bias_initializer,
+            dtype=dense.dtype_policy,
+            name=f"{self.name}_{dense.name}",
+            **options,
+        )
+        layer.build((None, dense.kernel.shape[0]))
+        return layer
+
     def build(self, input_shape):
         if not self.layer.built:
             self.layer.build(input_shape)
@@ -147,32 +162,14 @@ class DynamicFeedForward(SublayerWrapper):
                 "names of two `Dense` layers, the second reading the first, "
                 "as `dense_names`."
             )
-        grown = DynamicDense(
-            width,
+        grown = self._dynamic(
+            intermediate,
             chunks=self.chunks,
             initial_chunks=self.initial_chunks,
-            activation=intermediate.activation,
-            use_bias=intermediate.use_bias,
             growth_init=self.growth_init,
-            kernel_initializer=intermediate.kernel_initializer,
-            bias_initializer=intermediate.bias_initializer,
-            dtype=intermediate.dtype_policy,
-            name=f"{self.name}_{intermediate.name}",
             seed=self.seed,
         )
-        grown.build((None, intermediate.kernel.shape[0]))
-        reader = DynamicDense(
-            output.units,
-            chunks=1,
-            activation=output.activation,
-            use_bias=output.use_bias,
-            kernel_initializer=output.kernel_initializer,
-            bias_initializer=output.bias_initializer,
-            dtype=output.dtype_policy,
-            name=f"{self.name}_{output.name}",
-            seed=self.seed + 1,
-        )
-        reader.build((None, width))
+        reader = self._dynamic(output, chunks=1, seed=self.seed + 1)
         set_sublayer(self.layer, self.dense_names[0], intermediate, grown)
         set_sublayer(self.layer, self.dense_names[1], output, reader)
         self.built = True
