@@ -879,6 +879,17 @@ def test_activation_std_grows_the_layer_with_the_largest_std():
     assert growth.events[0]["layers"] == ["first"]
 
 
+def test_activation_stats_of_a_layer_the_model_does_not_call():
+    x, _ = _data(8)
+    model, other = _mlp(), _mlp()
+    layer = other.layers[0]
+    with pytest.raises(ValueError, match="were not called"):
+        analysis.activation_stats(model, x, [layer, model.layers[0]])
+    assert "call" not in vars(layer) and "call" not in vars(model.layers[0])
+    stats = analysis.activation_stats(other, x, [layer])
+    assert stats["first"]["std"] > 0
+
+
 # finalize ------------------------------------------------------------------
 
 

@@ -156,3 +156,30 @@ def test_bad_arguments():
     wrapper = DynamicFeedForward(keras.layers.Dense(4), chunks=2)
     with pytest.raises(ValueError, match="dense_names"):
         wrapper(keras.Input((6, 8)))
+
+
+@pytest.mark.parametrize("louder", [0, 1])
+def test_activation_std_reads_the_layers_inside_the_blocks(louder):
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((6, 8))
+    wrappers = [
+        DynamicFeedForward(BLOCKS["encoder"](), chunks=4) for _ in range(2)
+    ]
+    x = inputs
+    for wrapper in wrappers:
+        x = wrapper(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    model.compile(keras.optimizers.SGD(0.0), "mse")  # weights stay put
+    data = _data()
+    link_dynamic_layers(model)
+    loud = wrappers[louder].intermediate_dense
+    loud.kernels[0].assign(loud.kernels[0].value * 100)
+    inner = [w.intermediate_dense for w in wrappers]
+    stats = kg.analysis.activation_stats(model, data[0], inner)
+    assert stats[loud.name]["std"] > 10 * stats[inner[1 - louder].name]["std"]
+    growth = CapacityGrowth(select="activation_std", data=data[0], grow_at=[1])
+    model.fit(*data, epochs=2, batch_size=8, verbose=0, callbacks=[growth])
+    assert growth.events[0]["layers"] == [loud.name]
+    assert loud.active_units == WIDTH // 2
+    assert inner[1 - louder].active_units == WIDTH // 4

@@ -21,11 +21,16 @@ def activation_stats(model, x, layers=None):
     made from them (`CapacityGrowth(select="activation_std")`) agree. Every
     process must then call it with the same layers.
 
+    The outputs are read while `model` runs on `x`, so `layers` may be
+    nested anywhere in it: inside a sub-model, or inside a block that calls
+    them itself (the feed-forward layers of a `DynamicFeedForward`). A layer
+    called several times counts all its calls.
+
     Args:
-        model: A built Sequential or functional `keras.Model`.
+        model: A built `keras.Model`.
         x: A batch of inputs, as for `model.predict`.
-        layers: Optional list of layers of `model`. Defaults to every layer
-            with one output tensor except input layers.
+        layers: Optional list of layers that `model` calls, each returning
+            one tensor. Defaults to `model.layers` except input layers.
 
     Returns:
         A dict from layer name to `{"mean": float, "std": float}`, in
@@ -44,21 +49,23 @@ def activation_stats(model, x, layers=None):
             for layer in model.layers
             if not isinstance(layer, keras.layers.InputLayer)
         ]
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    probe = keras.Model(inputs, [layer.output for layer in layers])
-    outputs = probe(x, training=False)
-    if len(layers) == 1:
-        outputs = [outputs]
+    outputs = _outputs_of(model, x, layers)
     moments = []
-    for layer, output in zip(layers, outputs, strict=True):
-        value = keras.ops.convert_to_numpy(output).astype("float64")
+    for layer in layers:
+        values = [
+            keras.ops.convert_to_numpy(output).astype("float64")
+            for output in outputs[id(layer)]
+        ]
         if isinstance(layer, DynamicLayer):
             axis = (
                 1
                 if getattr(layer, "data_format", "") == ("channels_first")
                 else -1
             )
-            value = np.take(value, range(layer.active_units), axis=axis)
+            values = [
+                np.take(v, range(layer.active_units), axis) for v in values
+            ]
+        value = np.concatenate([v.ravel() for v in values])
         moments.append([value.size, value.mean(), value.var()])
     # Each process's count, mean and variance, combined over processes.
     count, mean, variance = np.moveaxis(
@@ -71,3 +78,37 @@ def activation_stats(model, x, layers=None):
         layer.name: {"mean": float(m), "std": float(np.sqrt(v))}
         for layer, m, v in zip(layers, overall, spread, strict=True)
     }
+
+
+def _outputs_of(model, x, layers):
+    """Every output of each of `layers` while `model` runs on `x`.
+
+    Keras has no forward hooks: each layer's `call` is shadowed, for this
+    one eager inference call, by one that records what it returns.
+    """
+    outputs = {id(layer): [] for layer in layers}
+
+    def recording(layer):
+        call = layer.call
+
+        def call_and_record(*args, **kwargs):
+            output = call(*args, **kwargs)
+            outputs[id(layer)].append(output)
+            return output
+
+        return call_and_record
+
+    for layer in layers:
+        layer.call = recording(layer)
+    try:
+        model(x, training=False)
+    finally:
+        for layer in layers:
+            del layer.call
+    silent = [layer.name for layer in layers if not outputs[id(layer)]]
+    if silent:
+        raise ValueError(
+            f"The layers {silent} were not called when model "
+            f"'{model.name}' ran on `x`. Pass layers that the model uses."
+        )
+    return outputs
