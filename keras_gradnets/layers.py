@@ -9,6 +9,9 @@ from keras_gradnets.architecture_search.heads import attach_heads
 from keras_gradnets.core.state import StatefulLayer
 from keras_gradnets.dropin.dropin import DropIn
 from keras_gradnets.dropin.resize import Resize
+from keras_gradnets.dynamic_capacity.dynamic_attention_heads import (
+    DynamicAttentionHeads,
+)
 from keras_gradnets.dynamic_capacity.dynamic_conv import DynamicConv2D
 from keras_gradnets.dynamic_capacity.dynamic_dense import DynamicDense
 from keras_gradnets.dynamic_capacity.dynamic_feed_forward import (
@@ -50,6 +53,7 @@ __all__ = [
     "ConcreteDepth",
     "ConcreteWidth",
     "DropIn",
+    "DynamicAttentionHeads",
     "DynamicConv2D",
     "DynamicDense",
     "DynamicFeedForward",

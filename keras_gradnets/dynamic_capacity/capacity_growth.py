@@ -17,9 +17,9 @@ from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.core.warmup import GrowthWarmup
 from keras_gradnets.dynamic_capacity.activation_stats import activation_stats
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
-from keras_gradnets.dynamic_capacity.dynamic_stack import DynamicStack
 from keras_gradnets.dynamic_capacity.gradmax import gradmax_readers
 from keras_gradnets.dynamic_capacity.gradmax import initialize_gradmax
+from keras_gradnets.dynamic_capacity.linking import GROWING_BLOCKS
 from keras_gradnets.dynamic_capacity.linking import link_dynamic_layers
 from keras_gradnets.dynamic_capacity.plateau import PlateauMonitor
 
@@ -67,8 +67,8 @@ class CapacityGrowth(keras.callbacks.Callback):
     """Grows dynamic layers by one chunk on a plateau or at given times.
 
     A `DynamicStack` in the model grows the same way, by its
-    `blocks_per_growth` blocks (it does not freeze: `freeze=True` is
-    refused for it).
+    `blocks_per_growth` blocks, and a `DynamicAttentionHeads` by one chunk
+    of heads (neither freezes: `freeze=True` is refused for them).
 
     The dynamic-capacity thesis (sections 4.1 and 5.1) tracks the moving
     average of the training loss and, once it stops improving, activates
@@ -168,8 +168,8 @@ class CapacityGrowth(keras.callbacks.Callback):
             for the static full-width network); on `load_digits` the two
             are equal within noise (`benchmarks/growth_trigger.py`, 3
             seeds).
-        layers: Optional list of dynamic layers and `DynamicStack`s to
-            grow. Defaults to every one of the model.
+        layers: Optional list of dynamic layers, `DynamicStack`s and
+            `DynamicAttentionHeads` to grow. Defaults to every one of the model.
         select: `"all"` or `"activation_std"`, see above. Defaults to
             `"all"`.
         data: A batch of inputs `x`, used to measure activations, or a
@@ -235,12 +235,13 @@ class CapacityGrowth(keras.callbacks.Callback):
         if layers is not None:
             layers = list(layers)
             if not layers or not all(
-                isinstance(layer, (DynamicLayer, DynamicStack))
+                isinstance(layer, (DynamicLayer, *GROWING_BLOCKS))
                 for layer in layers
             ):
                 raise ValueError(
                     "Invalid value received for argument `layers`. Expected "
-                    "a non-empty list of dynamic layers or `DynamicStack`s. "
+                    "a non-empty list of dynamic layers, `DynamicStack`s or "
+                    "`DynamicAttentionHeads`. "
                     f"Received: layers={layers!r}"
                 )
         self._given_layers = layers
@@ -281,12 +282,12 @@ class CapacityGrowth(keras.callbacks.Callback):
         stacks = [
             x.name
             for x in self._given_layers or walk_layers(self.model)
-            if isinstance(x, DynamicStack)
+            if isinstance(x, GROWING_BLOCKS)
         ]
         if self.freeze and stacks:
             raise ValueError(
-                "CapacityGrowth received freeze=True, but the DynamicStack "
-                f"layers {stacks} do not freeze trained blocks. Pass "
+                "CapacityGrowth received freeze=True, but the layers "
+                f"{stacks} do not freeze trained blocks or heads. Pass "
                 "`freeze=False`, or `layers=[...]` without them."
             )
         self.layers = link_dynamic_layers(self.model)

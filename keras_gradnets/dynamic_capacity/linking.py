@@ -13,11 +13,18 @@ from keras_gradnets.core.walk import reader_pairs
 from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.core.width import keeps_zeros
 from keras_gradnets.dynamic_capacity import links
+from keras_gradnets.dynamic_capacity.dynamic_attention_heads import (
+    DynamicAttentionHeads,
+)
 from keras_gradnets.dynamic_capacity.dynamic_feed_forward import (
     DynamicFeedForward,
 )
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 from keras_gradnets.dynamic_capacity.dynamic_stack import DynamicStack
+
+# Layers that grow whole structures (blocks, heads), not units: they have
+# no readers to initialize.
+GROWING_BLOCKS = (DynamicStack, DynamicAttentionHeads)
 
 # Finding the readers ------------------------------------------------------
 
@@ -161,7 +168,8 @@ def link_dynamic_layers(model):
         model: A built Sequential or functional `keras.Model`.
 
     Returns:
-        The dynamic layers and `DynamicStack`s of `model`, in model order.
+        The dynamic layers, `DynamicStack`s and `DynamicAttentionHeads` of
+        `model`, in model order.
 
     Raises:
         ValueError: if `model.optimizer` accumulates gradients, or if a
@@ -196,7 +204,7 @@ def link_dynamic_layers(model):
             )
     dynamic = []
     for layer in walk_layers(model):
-        if isinstance(layer, DynamicStack):
+        if isinstance(layer, GROWING_BLOCKS):
             links.record(layer, model, [], [], [])
         elif layer in readers:
             consumers, through, _ = readers[layer]
