@@ -181,3 +181,40 @@ def test_bad_arguments():
     model, wrapper = _model()
     with pytest.raises(ValueError, match="freeze"):
         wrapper.grow(freeze=True)
+
+
+@pytest.mark.parametrize("heads_outside", [False, True])
+def test_heads_and_feed_forward_grow_together_in_one_block(
+    heads_outside, tmp_path
+):
+    keras.utils.set_random_seed(5)
+    block = BLOCKS["decoder"]()
+    if heads_outside:
+        inner = kg.layers.DynamicFeedForward(block, chunks=4)
+        wrapper = DynamicAttentionHeads(inner, chunks=4, name="both")
+    else:
+        inner = DynamicAttentionHeads(block, chunks=4)
+        wrapper = kg.layers.DynamicFeedForward(inner, chunks=4, name="both")
+    heads, ffn = (wrapper, inner) if heads_outside else (inner, wrapper)
+    inputs = keras.Input((6, 8))
+    x = keras.layers.GlobalAveragePooling1D()(wrapper(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    before = model.predict(x, verbose=0)
+    growth = CapacityGrowth(grow_at=[1])
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[growth])
+    assert heads.active_heads == 2
+    assert ffn.intermediate_dense.active_units == 8
+    grown = model.predict(x, verbose=0)
+    assert np.abs(grown - before).max() > 1e-4  # trained before growing
+    path = str(tmp_path / "both.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), grown, atol=1e-6)
+    plain = kg.finalize(model)
+    block = plain.get_layer("both")
+    assert type(block) is keras_hub.layers.TransformerDecoder
+    assert block.intermediate_dim == 8 and block.num_heads == HEADS
+    np.testing.assert_allclose(plain.predict(x, verbose=0), grown, atol=1e-5)

@@ -24,7 +24,18 @@ class SublayerWrapper(keras.layers.Wrapper):
 
     It saves the wrapped layer's own config, taken before any change, and
     otherwise is the wrapped layer: calls, masks and shapes pass through.
-    Subclasses make their changes in `build`.
+    Subclasses make their changes in `build`, to `block`: the wrapped
+    layer, or the layer inside a chain of such wrappers, which then each
+    make their own changes to it (the heads and the feed-forward width of
+    one transformer block).
+
+    Subclasses that finalize to the block's own class say, in
+    `finalize_block(config, values)`, how their changes map back: they
+    edit, in place, the block's config and `values`, a dict from
+    `id(variable)` for each variable of the block to the list of arrays
+    the plain block takes in its place (the variable's value at first; an
+    empty list drops it). `finalized_layers` runs those of every wrapper
+    of the chain on the block's original config and weights.
 
     Args:
         layer: The layer to wrap, built or not. Its config is what the
@@ -37,6 +48,47 @@ class SublayerWrapper(keras.layers.Wrapper):
         # The wrapped layer's own config, before any sub-layer changes.
         self._layer_config = keras.saving.serialize_keras_object(layer)
         self.supports_masking = layer.supports_masking
+
+    @property
+    def block(self):
+        """The layer whose sub-layers change: the wrapped layer, or the
+        one inside a chain of wrappers of this kind."""
+        layer = self.layer
+        while isinstance(layer, SublayerWrapper):
+            layer = layer.layer
+        return layer
+
+    def _chain(self):
+        """This wrapper and those it wraps, outermost first."""
+        chain = [self]
+        while isinstance(chain[-1].layer, SublayerWrapper):
+            chain.append(chain[-1].layer)
+        return chain
+
+    def finalized_layers(self):
+        """The block's own class, with the config and weights the
+        `finalize_block` of every wrapper of the chain gives."""
+        chain = self._chain()
+        block = self.block
+        unknown = [w.name for w in chain if not hasattr(w, "finalize_block")]
+        if unknown:
+            raise ValueError(
+                f"Cannot finalize '{self.name}': the wrappers {unknown} "
+                "around its block do not say how to finalize their changes "
+                "within a chain. Finalize them on their own."
+            )
+        # `finalize_block` sets top-level keys of the config.
+        spec = dict(chain[-1]._layer_config)
+        spec["config"] = dict(spec["config"])
+        values = {
+            id(v): [keras.ops.convert_to_numpy(v).copy()] for v in block.weights
+        }
+        for wrapper in chain:
+            wrapper.finalize_block(spec["config"], values)
+        plain = keras.saving.deserialize_keras_object(spec)
+        plain.build_from_config(block.get_build_config())
+        plain.set_weights([a for v in block.weights for a in values[id(v)]])
+        return [plain]
 
     def call(self, inputs, *args, **kwargs):
         return self.layer(inputs, *args, **kwargs)

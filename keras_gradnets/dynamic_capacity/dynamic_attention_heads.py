@@ -100,10 +100,13 @@ class DynamicAttentionHeads(SublayerWrapper, StatefulLayer):
     inactive heads' output rows at 0: it computes what this block
     computes (keras-hub blocks tie the head size to the number of heads,
     so a block with fewer heads of this size has no plain equivalent).
+    Wrap a `DynamicFeedForward` (or be wrapped by one) to grow the
+    feed-forward width of the same block too.
 
     Args:
-        layer: The transformer block to wrap, built or not. Its config is
-            what the wrapper saves.
+        layer: The transformer block to wrap, built or not (or a
+            `DynamicFeedForward` around it). Its config is what the wrapper
+            saves.
         chunks: Integer >= 2, at most the number of heads: in how many
             chunks the heads grow (chunk sizes differ by at most one).
         initial_chunks: Integer in `[1, chunks)`, the chunks active at
@@ -184,13 +187,13 @@ class DynamicAttentionHeads(SublayerWrapper, StatefulLayer):
     # Build --------------------------------------------------------------
 
     def _attention(self, name):
-        attention = getattr(self.layer, name, None)
+        attention = getattr(self.block, name, None)
         if not isinstance(attention, keras.layers.MultiHeadAttention):
             raise ValueError(
                 f"DynamicAttentionHeads '{self.name}' grows the heads of "
                 "`MultiHeadAttention` layers held as attributes "
                 f"{list(self.attention_names)}, but "
-                f"{self.layer.__class__.__name__} '{self.layer.name}' holds "
+                f"{self.block.__class__.__name__} '{self.block.name}' holds "
                 f"{type(attention).__name__} at `{name}`. Pass the names of "
                 "its attention layers as `attention_names`."
             )
@@ -208,7 +211,7 @@ class DynamicAttentionHeads(SublayerWrapper, StatefulLayer):
                     f"DynamicAttentionHeads '{self.name}' needs attention "
                     "over one sequence axis with plain `EinsumDense` "
                     "projections (no LoRA, no quantization), but "
-                    f"`{name}.{projection}` of '{self.layer.name}' is "
+                    f"`{name}.{projection}` of '{self.block.name}' is "
                     f"{type(dense).__name__} with kernel shape "
                     f"{None if kernel is None else tuple(kernel.shape)}."
                 )
@@ -230,7 +233,7 @@ class DynamicAttentionHeads(SublayerWrapper, StatefulLayer):
         if self.chunks > self.num_heads:
             raise ValueError(
                 "Invalid value received for argument `chunks`. Expected at "
-                f"most num_heads={self.num_heads} of '{self.layer.name}'. "
+                f"most num_heads={self.num_heads} of '{self.block.name}'. "
                 f"Received: chunks={self.chunks}"
             )
         size, extra = divmod(self.num_heads, self.chunks)
@@ -279,7 +282,7 @@ class DynamicAttentionHeads(SublayerWrapper, StatefulLayer):
             )
 
     def _attentions(self):
-        return [getattr(self.layer, name) for name in self.attention_names]
+        return [getattr(self.block, name) for name in self.attention_names]
 
     def _projections(self):
         return [
@@ -336,23 +339,11 @@ class DynamicAttentionHeads(SublayerWrapper, StatefulLayer):
 
     # Finalize -----------------------------------------------------------
 
-    def finalized_layers(self):
-        """The wrapped block's class with all its heads and the weights,
-        the inactive heads' output rows at 0."""
-        plain = keras.saving.deserialize_keras_object(self._layer_config)
-        plain.build_from_config(self.layer.get_build_config())
-        rows = {
-            id(attention._output_dense.kernel)
-            for attention in self._attentions()
-        }
-        values = []
-        for variable in self.layer.weights:
-            value = ops.convert_to_numpy(variable).copy()
-            if id(variable) in rows:
-                value[self.active_heads :] = 0
-            values.append(value)
-        plain.set_weights(values)
-        return [plain]
+    def finalize_block(self, config, values):
+        """Sets the inactive heads' output rows to 0."""
+        for attention in self._attentions():
+            (kernel, *_) = values[id(attention._output_dense.kernel)]
+            kernel[self.active_heads :] = 0
 
     def get_config(self):
         return {

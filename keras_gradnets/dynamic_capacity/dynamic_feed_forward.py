@@ -48,11 +48,14 @@ class DynamicFeedForward(SublayerWrapper):
     block's class with `intermediate_dim` set to the active width.
 
     Wrap a new block: the feed-forward layers are made anew at build, at
-    the initial width, as every dynamic layer starts.
+    the initial width, as every dynamic layer starts. To grow the heads
+    too, wrap a `DynamicAttentionHeads` (or be wrapped by one): the two
+    change the same block, and `finalize` applies both.
 
     Args:
-        layer: The transformer block to wrap, built or not. Its config is
-            what the wrapper saves; for `finalize`, it must hold the
+        layer: The transformer block to wrap, built or not (or a
+            `DynamicAttentionHeads` around it). Its config is what the
+            wrapper saves; for `finalize`, the block's config must hold the
             feed-forward width as `intermediate_dim` (keras-hub's blocks
             do).
         chunks: Integer >= 1, at most the feed-forward width: in how many
@@ -122,13 +125,13 @@ class DynamicFeedForward(SublayerWrapper):
         self.dense_names = tuple(dense_names)
 
     def _dense(self, name):
-        dense = getattr(self.layer, name, None)
+        dense = getattr(self.block, name, None)
         if type(dense) is not keras.layers.Dense:
             raise ValueError(
                 f"DynamicFeedForward '{self.name}' grows the feed-forward "
                 "width of a block whose feed-forward layers are `Dense` "
                 f"layers held as attributes {self.dense_names}, but "
-                f"{self.layer.__class__.__name__} '{self.layer.name}' holds "
+                f"{self.block.__class__.__name__} '{self.block.name}' holds "
                 f"{type(dense).__name__} at `{name}`. Pass the names of its "
                 "feed-forward `Dense` layers as `dense_names`."
             )
@@ -170,63 +173,49 @@ class DynamicFeedForward(SublayerWrapper):
             seed=self.seed,
         )
         reader = self._dynamic(output, chunks=1, seed=self.seed + 1)
-        set_sublayer(self.layer, self.dense_names[0], intermediate, grown)
-        set_sublayer(self.layer, self.dense_names[1], output, reader)
+        set_sublayer(self.block, self.dense_names[0], intermediate, grown)
+        set_sublayer(self.block, self.dense_names[1], output, reader)
         self.built = True
 
     @property
     def intermediate_dense(self):
         """The `DynamicDense` that makes the feed-forward units: its
         `active_units` is the width in use."""
-        return getattr(self.layer, self.dense_names[0])
+        return getattr(self.block, self.dense_names[0])
 
     @property
     def output_dense(self):
         """The `DynamicDense` that reads the active feed-forward units."""
-        return getattr(self.layer, self.dense_names[1])
+        return getattr(self.block, self.dense_names[1])
 
-    def finalized_layers(self):
-        """The wrapped block's class, `intermediate_dim` the active width,
-        with the weights: it computes what this block computes."""
-        spec = dict(self._layer_config)
-        spec["config"] = dict(spec["config"])
-        if "intermediate_dim" not in spec["config"]:
+    def finalize_block(self, config, values):
+        """Sets `intermediate_dim` to the active width, and the
+        feed-forward weights to those of the active units."""
+        if "intermediate_dim" not in config:
             raise ValueError(
                 f"Cannot finalize DynamicFeedForward '{self.name}': the "
-                f"config of {self.layer.__class__.__name__} has no "
+                f"config of {self.block.__class__.__name__} has no "
                 "`intermediate_dim` to set to the grown width. Keep the "
                 "wrapper, or give the block that config argument."
             )
         intermediate, output = self.intermediate_dense, self.output_dense
         width = intermediate.active_units
-        spec["config"]["intermediate_dim"] = width
-        plain = keras.saving.deserialize_keras_object(spec)
-        plain.build_from_config(self.layer.get_build_config())
+        config["intermediate_dim"] = width
         numpy = ops.convert_to_numpy
         kept = {
-            id(intermediate): [numpy(intermediate.kernel)[:, :width]]
+            intermediate: [numpy(intermediate.kernel)[:, :width]]
             + (
                 [numpy(intermediate.bias)[:width]]
                 if intermediate.use_bias
                 else []
             ),
-            id(output): [numpy(output.kernel)[:width]]
+            output: [numpy(output.kernel)[:width]]
             + ([numpy(output.bias)] if output.use_bias else []),
         }
-        owner = {
-            id(v): layer
-            for layer in (intermediate, output)
-            for v in layer.weights
-        }
-        values = []
-        for variable in self.layer.weights:
-            layer = owner.get(id(variable))
-            if layer is None:
-                values.append(numpy(variable))
-            elif id(layer) in kept:
-                values.extend(kept.pop(id(layer)))
-        plain.set_weights(values)
-        return [plain]
+        # Each layer's arrays go in place of its first variable.
+        for layer, arrays in kept.items():
+            for i, variable in enumerate(layer.weights):
+                values[id(variable)] = arrays if i == 0 else []
 
     def get_config(self):
         return {
