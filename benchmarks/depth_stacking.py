@@ -1,5 +1,5 @@
-"""Depth stacking on a character-level language model, against training
-the deep model from scratch.
+"""Depth stacking and feed-forward width growth on a character-level
+language model, against training the deep model from scratch.
 
 Text: the standard library's own source files (no download), read as
 bytes; the last 10% of the text is the validation set. Model: a byte
@@ -16,16 +16,23 @@ bytes; Adam 1e-3, batch 32, windows of 64 bytes.
   at `--grown-gate` (0 keeps the function at the growth, 1 is plain
   stacking) and, with `--ramp-steps n`, on a ramp from 0 to 1 over their
   first n steps (the function is kept at the growth whatever the gate).
+* `ffn`: the deep model's 4 blocks, each wrapped in
+  `DynamicFeedForward(chunks=4)`: feed-forward width 32 at the start,
+  one chunk more (function kept) at each of the `--width-grow-at`
+  fractions of the run, 128 at the end, as the deep model.
+* `width`: as `ffn`, and the heads grow too (`DynamicAttentionHeads(
+  chunks=4)` inside): 1 head of 4 at the start, one more at each growth.
 
 It prints, per seed and as medians, the final validation loss of each,
 and the training compute (parameters in use x tokens, summed over the
-epochs) at which each stacked model first comes within 2% of the deep
+epochs) at which each grown model first comes within 2% of the deep
 model's final validation loss, as a fraction of the deep model's
 compute; "never" if it does not within the run.
 
     python benchmarks/depth_stacking.py [--seeds 0 1 2] [--epochs 12]
-        [--steps 100] [--grow-at 0.5] [--placements top middle]
-        [--grown-gate 0] [--ramp-steps 0] [--backend jax]
+        [--steps 100] [--grow-at 0.5] [--runs top middle ffn width]
+        [--grown-gate 0] [--ramp-steps 0] [--width-grow-at 0.1 0.2 0.3]
+        [--backend jax]
 """
 
 import argparse
@@ -40,6 +47,7 @@ import keras, keras_hub, numpy as np
 import keras_gradnets as kg
 
 kind, seed, epochs, steps, grow_at, grown_gate, ramp_steps = sys.argv[1:8]
+width_grow_at = [float(f) for f in sys.argv[8].split(",")]
 seed, epochs, steps = int(seed), int(epochs), int(steps)
 ramp_steps = int(ramp_steps)
 grow_at, grown_gate = float(grow_at), float(grown_gate)
@@ -64,7 +72,19 @@ keras.utils.set_random_seed(seed)
 block = keras_hub.layers.TransformerDecoder(intermediate_dim=128, num_heads=4)
 inputs = keras.Input((length,), dtype="int32")
 h = keras_hub.layers.TokenAndPositionEmbedding(256, length, 64)(inputs)
-if kind == "deep":
+heads = []
+if kind in ("ffn", "width"):
+    stack = None
+    wrappers = []
+    for _ in range(4):
+        inner = block.from_config(block.get_config())
+        if kind == "width":
+            heads.append(kg.layers.DynamicAttentionHeads(inner, chunks=4))
+            inner = heads[-1]
+        wrappers.append(kg.layers.DynamicFeedForward(inner, chunks=4))
+        h = wrappers[-1](h)
+    callbacks = [kg.callbacks.CapacityGrowth(grow_at=width_grow_at)]
+elif kind == "deep":
     stack = kg.layers.DynamicStack(block, depth=4, initial_depth=4)
     callbacks = []
 else:
@@ -72,24 +92,36 @@ else:
         block, depth=4, initial_depth=2, placement=kind, blocks_per_growth=2,
         grown_gate=grown_gate, ramp_steps=ramp_steps)
     callbacks = [kg.callbacks.CapacityGrowth(grow_at=[grow_at])]
-h = stack(h)
+h = h if stack is None else stack(h)
 outputs = keras.layers.Dense(256)(keras.layers.LayerNormalization()(h))
 model = keras.Model(inputs, outputs)
 model.compile(keras.optimizers.Adam(1e-3),
               keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-per_block = sum(
-    int(np.prod(v.shape)) for v in stack.blocks[0].trainable_weights)
-rest = model.count_params() - stack.depth * per_block
 compute = []
+
+def params_in_use():
+    if stack is not None:
+        per_block = sum(
+            int(np.prod(v.shape)) for v in stack.blocks[0].trainable_weights)
+        return (model.count_params()
+                - (stack.depth - stack.active_blocks) * per_block)
+    # Each inactive feed-forward unit holds a column of the intermediate
+    # kernel, a bias and a row of the output kernel; each inactive head of
+    # size 16 its query, key and value columns and biases and its output
+    # rows.
+    units = sum(128 - w.intermediate_dense.active_units for w in wrappers)
+    head_params = 3 * (64 * 16 + 16) + 16 * 64
+    held = units * (64 + 1 + 64) + sum(
+        (4 - x.active_heads) * head_params for x in heads)
+    return model.count_params() - held
 
 class Compute(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
-        params = rest + stack.active_blocks * per_block
-        compute.append(params * steps * batch * length)
+        compute.append(params_in_use() * steps * batch * length)
 
 history = model.fit(*train, validation_data=val, batch_size=batch,
                     epochs=epochs, verbose=0, callbacks=[*callbacks, Compute()])
-assert stack.active_blocks == 4
+assert params_in_use() == model.count_params()  # grown to the deep model
 print(json.dumps({"val_loss": history.history["val_loss"],
                   "compute": np.cumsum(compute).tolist()}))
 """
@@ -104,13 +136,17 @@ def main():
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--grow-at", type=float, default=0.5)
     parser.add_argument(
+        "--runs",
         "--placements",
         nargs="+",
         default=["top", "middle"],
-        choices=["top", "middle"],
+        choices=["top", "middle", "ffn", "width"],
     )
     parser.add_argument("--grown-gate", type=float, default=0.0)
     parser.add_argument("--ramp-steps", type=int, default=0)
+    parser.add_argument(
+        "--width-grow-at", type=float, nargs=3, default=[0.1, 0.2, 0.3]
+    )
     parser.add_argument("--backend", default="jax")
     args = parser.parse_args()
     env = dict(os.environ, KERAS_BACKEND=args.backend)
@@ -128,6 +164,7 @@ def main():
                 str(args.grow_at),
                 str(args.grown_gate),
                 str(args.ramp_steps),
+                ",".join(map(str, args.width_grow_at)),
             ],
             env=env,
             capture_output=True,
@@ -136,12 +173,13 @@ def main():
         )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    placements = args.placements
+    placements = args.runs
     print(
         f"backend {args.backend}, seeds {args.seeds}, {args.epochs} epochs "
         f"of {args.steps} steps, growth at {args.grow_at} of the run, "
         f"grown gates start at {args.grown_gate}, "
-        f"ramp over {args.ramp_steps} steps; "
+        f"ramp over {args.ramp_steps} steps; width grows at "
+        f"{args.width_grow_at} of the run; "
         "final validation loss, and compute to within 2% of deep's"
     )
     print(
