@@ -10,6 +10,7 @@ from keras_gradnets.core.state import add_watched_variable
 from keras_gradnets.core.sublayers import SublayerWrapper
 from keras_gradnets.core.sublayers import set_sublayer
 from keras_gradnets.dynamic_capacity import links
+from keras_gradnets.dynamic_capacity.dynamic_layer import _chunk_bounds
 
 # keras-hub's `TransformerEncoder` and `TransformerDecoder` keep their
 # self-attention under this name.
@@ -93,7 +94,7 @@ class DynamicAttentionHeads(SublayerWrapper, StatefulLayer):
     had no gradient. An optimizer with weight decay still shrinks the
     inactive heads' weights, which growth does not rely on.
 
-    `CapacityGrowth` grows it as it grows a `DynamicStack` (`chunks` more
+    `CapacityGrowth` grows it as it grows a `DynamicStack` (one chunk of
     heads per growth), or call `grow()` after
     `link_dynamic_layers(model)`. `keras_gradnets.finalize` gives back the
     wrapped block's class with all its heads and the weights, the
@@ -236,10 +237,7 @@ class DynamicAttentionHeads(SublayerWrapper, StatefulLayer):
                 f"most num_heads={self.num_heads} of '{self.block.name}'. "
                 f"Received: chunks={self.chunks}"
             )
-        size, extra = divmod(self.num_heads, self.chunks)
-        self.bounds = [0]
-        for i in range(self.chunks):
-            self.bounds.append(self.bounds[-1] + size + (i < extra))
+        self.bounds = _chunk_bounds(self.num_heads, self.chunks)
         if self._active_cache is None:
             self._active_cache = self.bounds[self.initial_chunks]
         for attention in attentions:
