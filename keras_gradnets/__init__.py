@@ -8,6 +8,7 @@ from keras_gradnets import schedules
 from keras_gradnets.finalize import finalize
 from keras_gradnets.gradnets.gradualize import gradualize
 from keras_gradnets.insert import insert_after
+from keras_gradnets.insert import replace_layers
 
 __version__ = "0.3.0"
 
@@ -17,6 +18,7 @@ __all__ = [
     "finalize",
     "gradualize",
     "insert_after",
+    "replace_layers",
     "layers",
     "plotting",
     "schedules",

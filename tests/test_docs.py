@@ -55,7 +55,7 @@ def test_every_top_level_function_has_an_entry():
         for namespace in NAMESPACES
         for name in getattr(keras_gradnets, namespace).__all__
     ]
-    + ["finalize", "gradualize", "insert_after"],
+    + ["finalize", "gradualize", "insert_after", "replace_layers"],
 )
 def test_every_public_name_has_a_docstring(name):
     obj = keras_gradnets

@@ -86,7 +86,8 @@ class SublayerWrapper(keras.layers.Wrapper):
         for wrapper in chain:
             wrapper.finalize_block(spec["config"], values)
         plain = keras.saving.deserialize_keras_object(spec)
-        plain.build_from_config(block.get_build_config())
+        if not plain.built:  # keras-hub blocks build from their config.
+            plain.build_from_config(block.get_build_config())
         plain.set_weights([a for v in block.weights for a in values[id(v)]])
         return [plain]
 
