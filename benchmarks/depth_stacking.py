@@ -27,7 +27,11 @@ It prints, per seed and as medians, the final validation loss of each,
 and the training compute (parameters in use x tokens, summed over the
 epochs) at which each grown model first comes within 2% of the deep
 model's final validation loss, as a fraction of the deep model's
-compute; "never" if it does not within the run.
+compute; "never" if it does not within the run. The compute is read at
+epoch ends (growth fractions are rounded to whole epochs, as
+`CapacityGrowth` rounds them), so the fraction is an upper bound, to
+within one epoch's compute. Then, per run, the medians of its whole-run
+compute and of its `fit` wall time over the deep model's.
 
     python benchmarks/depth_stacking.py [--seeds 0 1 2] [--epochs 12]
         [--steps 100] [--grow-at 0.5] [--runs top middle ffn width]
@@ -42,7 +46,7 @@ import subprocess
 import sys
 
 CHILD = r"""
-import json, os, sys, sysconfig
+import json, os, sys, sysconfig, time
 import keras, keras_hub, numpy as np
 import keras_gradnets as kg
 
@@ -119,11 +123,14 @@ class Compute(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         compute.append(params_in_use() * steps * batch * length)
 
+start = time.perf_counter()
 history = model.fit(*train, validation_data=val, batch_size=batch,
                     epochs=epochs, verbose=0, callbacks=[*callbacks, Compute()])
+seconds = time.perf_counter() - start
 assert params_in_use() == model.count_params()  # grown to the deep model
 print(json.dumps({"val_loss": history.history["val_loss"],
-                  "compute": np.cumsum(compute).tolist()}))
+                  "compute": np.cumsum(compute).tolist(),
+                  "seconds": seconds}))
 """
 
 
@@ -186,13 +193,15 @@ def main():
         f"{'seed':<6}{'deep':>10}"
         + "".join(f"{p:>10}{'compute':>10}" for p in placements)
     )
-    finals, fractions = [], []
+    finals, fractions, totals = [], [], []
     for seed in args.seeds:
         deep = run("deep", seed)
         target = 1.02 * deep["val_loss"][-1]
         row, final, fraction = f"{seed:<6}{deep['val_loss'][-1]:>10.4f}", [], []
+        runs = []
         for placement in placements:
             stacked = run(placement, seed)
+            runs.append(stacked)
             reached = [
                 c
                 for c, v in zip(
@@ -207,6 +216,15 @@ def main():
             row += f"{final[-1]:>10.4f}" + (
                 f"{'never':>10}" if not reached else f"{fraction[-1]:>10.3f}"
             )
+        totals.append(
+            [
+                (
+                    run_["compute"][-1] / deep["compute"][-1],
+                    run_["seconds"] / deep["seconds"],
+                )
+                for run_ in runs
+            ]
+        )
         finals.append([deep["val_loss"][-1], *final])
         fractions.append(fraction)
         print(row)
@@ -218,6 +236,12 @@ def main():
         row += f" ({np.median(reached):.3f})" if reached else ""
     print(row)
     print("compute column of the median row: seeds that reached (median)")
+    for i, placement in enumerate(placements):
+        compute, seconds = np.median([t[i] for t in totals], axis=0)
+        print(
+            f"{placement}: whole-run compute {compute:.3f} and wall time "
+            f"{seconds:.3f} of the deep model's (medians)"
+        )
 
 
 if __name__ == "__main__":
