@@ -134,6 +134,42 @@ print(json.dumps({"val_loss": history.history["val_loss"],
 """
 
 
+def train(
+    kind,
+    seed,
+    backend="jax",
+    epochs=12,
+    steps=100,
+    grow_at=0.5,
+    grown_gate=0.0,
+    ramp_steps=0,
+    width_grow_at=(0.1, 0.2, 0.3),
+):
+    """Trains one model (`deep`, `top`, `middle`, `ffn` or `width`) in its
+    own process; returns its validation losses and cumulative compute at
+    each epoch end, and its `fit` wall time in seconds."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            kind,
+            str(seed),
+            str(epochs),
+            str(steps),
+            str(grow_at),
+            str(grown_gate),
+            str(ramp_steps),
+            ",".join(map(str, width_grow_at)),
+        ],
+        env=dict(os.environ, KERAS_BACKEND=backend),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
     import numpy as np
 
@@ -156,29 +192,19 @@ def main():
     )
     parser.add_argument("--backend", default="jax")
     args = parser.parse_args()
-    env = dict(os.environ, KERAS_BACKEND=args.backend)
 
     def run(kind, seed):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                CHILD,
-                kind,
-                str(seed),
-                str(args.epochs),
-                str(args.steps),
-                str(args.grow_at),
-                str(args.grown_gate),
-                str(args.ramp_steps),
-                ",".join(map(str, args.width_grow_at)),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
+        return train(
+            kind,
+            seed,
+            backend=args.backend,
+            epochs=args.epochs,
+            steps=args.steps,
+            grow_at=args.grow_at,
+            grown_gate=args.grown_gate,
+            ramp_steps=args.ramp_steps,
+            width_grow_at=args.width_grow_at,
         )
-        return json.loads(out.stdout.strip().splitlines()[-1])
 
     placements = args.runs
     print(
