@@ -165,3 +165,34 @@ def test_replace_layers_in_a_keras_applications_model():
 def test_replace_layers_bad_arguments(replaced, match):
     with pytest.raises(ValueError, match=match):
         kg.replace_layers(_gpt2(), replaced)
+
+
+def test_replace_layers_in_a_sequential_model_shares_the_new_layer():
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, name="first"),
+            keras.layers.ReLU(name="relu_1"),
+            keras.layers.Dense(4, name="second"),
+            keras.layers.ReLU(name="relu_2"),
+        ]
+    )
+    shared = kg.layers.GReLU(g=0.0, name="shared")
+    new = kg.replace_layers(model, {"relu_1": shared, "relu_2": shared})
+    assert [x.name for x in new.layers] == [
+        "first",
+        "shared",
+        "second",
+        "shared",
+    ]
+    assert_tree_close(
+        new.get_layer("second").get_weights(),
+        model.get_layer("second").get_weights(),
+    )
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
+    # GReLU at g=0 is the identity: the model is linear.
+    linear = x @ model.get_layer("first").kernel.numpy()
+    linear = linear + model.get_layer("first").bias.numpy()
+    second = model.get_layer("second")
+    linear = linear @ second.kernel.numpy() + second.bias.numpy()
+    assert_tree_close(new(x), linear, atol=1e-5)
