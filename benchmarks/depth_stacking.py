@@ -170,6 +170,17 @@ def train(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compute_to_within_2_percent(grown, deep):
+    """The compute at which `grown` first came within 2% of `deep`'s final
+    validation loss, as a fraction of `deep`'s total; None if it never
+    did. Both are what `train` returns."""
+    target = 1.02 * deep["val_loss"][-1]
+    for compute, loss in zip(grown["compute"], grown["val_loss"], strict=True):
+        if loss <= target:
+            return compute / deep["compute"][-1]
+    return None
+
+
 def main():
     import numpy as np
 
@@ -222,25 +233,17 @@ def main():
     finals, fractions, totals = [], [], []
     for seed in args.seeds:
         deep = run("deep", seed)
-        target = 1.02 * deep["val_loss"][-1]
         row, final, fraction = f"{seed:<6}{deep['val_loss'][-1]:>10.4f}", [], []
         runs = []
         for placement in placements:
             stacked = run(placement, seed)
             runs.append(stacked)
-            reached = [
-                c
-                for c, v in zip(
-                    stacked["compute"], stacked["val_loss"], strict=True
-                )
-                if v <= target
-            ]
-            fraction.append(
-                reached[0] / deep["compute"][-1] if reached else None
-            )
+            fraction.append(compute_to_within_2_percent(stacked, deep))
             final.append(stacked["val_loss"][-1])
             row += f"{final[-1]:>10.4f}" + (
-                f"{'never':>10}" if not reached else f"{fraction[-1]:>10.3f}"
+                f"{'never':>10}"
+                if fraction[-1] is None
+                else f"{fraction[-1]:>10.3f}"
             )
         totals.append(
             [

@@ -52,6 +52,7 @@ import subprocess
 import sys
 import time
 
+from depth_stacking import compute_to_within_2_percent
 from depth_stacking import train
 
 ROWS = [
@@ -88,13 +89,8 @@ def lm_runs(row, seeds, backend):
     for seed in seeds:
         deep = deep_lm(seed, backend)
         grown = train(seed=seed, backend=backend, **LM_ROWS[row])
-        target = 1.02 * deep["val_loss"][-1]
-        reached = [
-            c
-            for c, v in zip(grown["compute"], grown["val_loss"], strict=True)
-            if v <= target
-        ]
-        note = f"{reached[0] / deep['compute'][-1]:.2f}" if reached else "never"
+        fraction = compute_to_within_2_percent(grown, deep)
+        note = "never" if fraction is None else f"{fraction:.2f}"
         for family, run in ((True, grown), (False, deep)):
             results.append(
                 {
