@@ -52,6 +52,7 @@ def worker(rounds, only):
     import numpy as np
 
     import keras_gradnets as kg
+    from keras_gradnets.core.noise import uniform
 
     def mlp(activation, dropout=None, dense=None):
         layers = [keras.Input((256,))]
@@ -89,9 +90,7 @@ def worker(rounds, only):
         def call(self, x, training=None):
             y = keras.activations.sigmoid(x)
             if training:
-                draw = keras.random.uniform(
-                    keras.ops.shape(x), seed=self.seed_generator
-                )
+                draw = uniform(keras.ops.shape(x), self.seed_generator)
                 y = y + 1e-9 * draw
             return y
 

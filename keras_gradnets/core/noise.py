@@ -1,5 +1,8 @@
 """What random layers share: the noise shape, as `keras.layers.Dropout`
-reads it, and the choice of each unit between two tensors."""
+reads it, uniform draws, and the choice of each unit between two
+tensors."""
+
+import math
 
 import keras
 from keras import ops
@@ -35,3 +38,50 @@ def select(condition, on_true, on_false):
     import torch
 
     return torch.lerp(on_false, on_true, condition.to(on_true.dtype))
+
+
+def uniform(shape, seed_generator):
+    """`keras.random.uniform(shape, seed=seed_generator)` in float32.
+
+    On JAX, from a counter-based generator: the unit with index `i` gets
+    `h(i * (k1 | 1) + k0)` (uint32 arithmetic), where `h` is the
+    `lowbias32` integer hash (C. Wellons, "Prospecting for hash
+    functions", 2018) and the keys `k0, k1` are drawn from the seed
+    generator at each call, so that two calls hash different arithmetic
+    progressions: a unit of one call meets the value of a unit of another
+    only as often as two random 32-bit numbers are equal. The top 24 bits
+    give the value, as many as a float32 uniform has. On a CPU, JAX's
+    threefry takes eight times as long for a layer's units (a `(128, 256)`
+    draw: 200 microseconds against 23), more than the layer's matrix
+    product (`benchmarks/overhead.py` measures the layers that use this);
+    `tests/test_noise.py` checks the values' statistics. The other backends
+    draw with `keras.random.uniform`, which costs them less than a hash.
+
+    Args:
+        shape: Tuple of integers, the shape of the draw.
+        seed_generator: A `keras.random.SeedGenerator`.
+    """
+    if keras.backend.backend() != "jax":
+        return keras.random.uniform(shape, seed=seed_generator, dtype="float32")
+    import jax.numpy as jnp
+    from jax import lax
+
+    keys = lax.bitcast_convert_type(
+        keras.random.randint(
+            (2,), -(2**31), 2**31 - 1, dtype="int32", seed=seed_generator
+        ),
+        jnp.uint32,
+    )
+    size = math.prod(shape)
+    index = lax.iota(jnp.uint32, size).reshape(shape)
+    bits = _lowbias32(index * (keys[1] | 1) + keys[0])
+    return (bits >> 8).astype("float32") * 2.0**-24
+
+
+def _lowbias32(x):
+    """The `lowbias32` hash of uint32 JAX arrays, element-wise."""
+    import jax.numpy as jnp
+
+    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)

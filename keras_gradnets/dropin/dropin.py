@@ -8,6 +8,7 @@ from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.finalize import require_end_point
 from keras_gradnets.core.noise import noise_shape_for
 from keras_gradnets.core.noise import select
+from keras_gradnets.core.noise import uniform
 from keras_gradnets.core.state import StatefulLayer
 
 MODES = ("gradual", "regularizing")
@@ -129,8 +130,8 @@ class DropIn(StatefulLayer):
         skip, new = inputs
         share = self._new_share(new.dtype)
         if training:
-            noise = keras.random.uniform(
-                noise_shape_for(new, self.noise_shape), seed=self.seed_generator
+            noise = uniform(
+                noise_shape_for(new, self.noise_shape), self.seed_generator
             )
             return select(noise < ops.cast(share, noise.dtype), new, skip)
         return (1 - share) * skip + share * new

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.noise import noise_shape_for
+from keras_gradnets.core.noise import uniform
 from keras_gradnets.core.state import eager_value
 from keras_gradnets.gradnets.gradual_layer import GradualLayer
 
@@ -69,12 +70,14 @@ class GradualDropout(GradualLayer):
                 seed=self.seed_generator,
             )
         keep = 1 - ops.cast(self.g, inputs.dtype) * self.rate
-        noise = keras.random.uniform(
-            noise_shape_for(inputs, self.noise_shape),
-            seed=self.seed_generator,
-            dtype=inputs.dtype,
+        noise = uniform(
+            noise_shape_for(inputs, self.noise_shape), self.seed_generator
         )
-        return ops.where(noise < keep, inputs / keep, ops.zeros_like(inputs))
+        return ops.where(
+            noise < ops.cast(keep, noise.dtype),
+            inputs / keep,
+            ops.zeros_like(inputs),
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -34,6 +34,7 @@ from keras import ops
 
 from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.noise import select
+from keras_gradnets.core.noise import uniform
 from keras_gradnets.core.state import eager_value
 
 # Keeps `(v - p) / (1 - p)` finite and below 1 (where erfinv is infinite).
@@ -101,7 +102,7 @@ def _sample(x, skip, p, a, activation, c, seed_generator):
     whatever the policy: float16 rounds `1 - 2**-24` to 1, where erfinv is
     infinite.
     """
-    v = keras.random.uniform(ops.shape(x), seed=seed_generator, dtype="float32")
+    v = uniform(ops.shape(x), seed_generator)
     return sampled_activation(
         x, skip, ops.cast(a, x.dtype), v, ops.cast(p, "float32"), activation, c
     )
