@@ -170,15 +170,33 @@ def train(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compute_to_reach(compute, scores, reached, total):
+    """The compute at which `scores` first satisfied `reached`, as a
+    fraction of `total`; None if they never did.
+
+    Args:
+        compute: The cumulative training compute at each evaluation.
+        scores: The validation score at each evaluation.
+        reached: A function of a score, True once it is good enough.
+        total: The compute to divide by (the twin's whole run).
+    """
+    for spent, score in zip(compute, scores, strict=True):
+        if reached(score):
+            return spent / total
+    return None
+
+
 def compute_to_within_2_percent(grown, deep):
     """The compute at which `grown` first came within 2% of `deep`'s final
     validation loss, as a fraction of `deep`'s total; None if it never
     did. Both are what `train` returns."""
     target = 1.02 * deep["val_loss"][-1]
-    for compute, loss in zip(grown["compute"], grown["val_loss"], strict=True):
-        if loss <= target:
-            return compute / deep["compute"][-1]
-    return None
+    return compute_to_reach(
+        grown["compute"],
+        grown["val_loss"],
+        lambda loss: loss <= target,
+        deep["compute"][-1],
+    )
 
 
 def main():

@@ -22,7 +22,11 @@ regression. Rows:
   (notebook 03's linear schedule, c=20).
 * `width growth digits` / `width growth sine`: `DynamicDense` layers
   from a fifth of their width with `CapacityGrowth()` defaults, against
-  the static full-width network (`benchmarks/growth_trigger.py`'s tasks).
+  the static full-width network (`benchmarks/growth_trigger.py`'s tasks);
+  the last column gives, per seed, the number of growths and the compute
+  at which the grown network first came within 1 point of the static
+  network's final accuracy (within 2% of its final MSE on sine), as a
+  fraction of the static network's.
 * `architecture search`: one fit of the joint depth (1-3) and width (8,
   16, 32, 64) search of `benchmarks/architecture_search.py` with
   `TemperatureScheduler()`'s defaults, scored as `finalize` returns it
@@ -52,6 +56,7 @@ import subprocess
 import sys
 import time
 
+from depth_stacking import compute_to_reach
 from depth_stacking import compute_to_within_2_percent
 from depth_stacking import train
 
@@ -257,17 +262,30 @@ def worker(row, seeds):
         return total
 
     class Compute(keras.callbacks.Callback):
-        """Active parameters x examples, summed over the epochs."""
+        """Active parameters x examples, summed over the epochs, and the
+        sum at the end of each epoch."""
 
         def __init__(self):
             super().__init__()
             self.total = 0
+            self.history = []
 
         def on_epoch_begin(self, epoch, logs=None):
             self.total += active_parameters(self.model) * len(train[0])
 
+        def on_epoch_end(self, epoch, logs=None):
+            self.history.append(self.total)
+
+    def reached(twin_final):
+        """Whether a score is within 1 point (accuracy) or 2% (MSE) of the
+        twin's final score."""
+        if score == "val_loss":
+            return lambda value: value <= 1.02 * twin_final
+        return lambda value: value >= twin_final - 0.01
+
     results = []
     for seed in seeds:
+        curves = {}
         for family in (True, False):
             keras.backend.clear_session()
             keras.utils.set_random_seed(seed)
@@ -290,6 +308,7 @@ def worker(row, seeds):
                 for c in callbacks
                 if isinstance(c, kg.callbacks.CapacityGrowth)
             ]
+            curves[family] = (counter.history, history.history[score])
             if row == "architecture search" and family:
                 # What the user keeps: the finalized plain network.
                 plain = compile_(kg.finalize(model))
@@ -309,6 +328,14 @@ def worker(row, seeds):
                     "seconds": seconds,
                     "notes": notes,
                 }
+            )
+        if row.startswith("width growth"):
+            net, twin = results[-2:]
+            fraction = compute_to_reach(
+                *curves[True], reached(twin["score"]), twin["compute"]
+            )
+            net["notes"].append(
+                "never" if fraction is None else f"{fraction:.2f}"
             )
     print(json.dumps(results))
 
