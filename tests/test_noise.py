@@ -56,6 +56,38 @@ def test_a_seed_gives_the_same_draws():
     assert not np.array_equal(_draws(1, seed=5)[0], _draws(1, seed=6)[0])
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax", reason="JAX draws from a hash"
+)
+def test_draws_and_seed_steps_are_those_of_keras_random_uniform():
+    ours, theirs = keras.random.SeedGenerator(7), keras.random.SeedGenerator(7)
+    for _ in range(3):
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(uniform(SHAPE, ours)),
+            ops.convert_to_numpy(keras.random.uniform(SHAPE, seed=theirs)),
+        )
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(ours.state.value),
+            ops.convert_to_numpy(theirs.state.value),
+        )
+
+
+def test_symbolic_and_stateless_calls_leave_the_seed_state():
+    layer = _Noise()
+    start = ops.convert_to_numpy(layer.seed_generator.state.value)
+    outputs = layer(keras.Input((4,)), training=True)
+    assert tuple(outputs.shape) == (None, 4)
+    with keras.StatelessScope():
+        uniform(SHAPE, layer.seed_generator)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(layer.seed_generator.state.value), start
+    )
+    uniform(SHAPE, layer.seed_generator)
+    assert not np.array_equal(
+        ops.convert_to_numpy(layer.seed_generator.state.value), start
+    )
+
+
 class _Noise(keras.layers.Layer):
     """Outputs a fresh uniform draw in training."""
 
