@@ -90,26 +90,24 @@ def uniform(shape, seed_generator):
     return (bits >> 8).astype("float32") * 2.0**-24
 
 
-def _torch_generator(seed_generator):
-    """The `torch.Generator` that `keras.random.uniform` seeds on torch:
-    seeded with the sum of the state, as 32 bits, which steps by `[0, 1]`.
-    Reading the state is a host read, kept out of compiled graphs as
-    Keras keeps its own."""
-    state = seed_generator.state
-    first, second = state.value.tolist()
-    device = state.value.device
-    state.assign_add(
-        torch.tensor((0, 1), dtype=state.value.dtype, device=device)
-    )
-    generator = torch.Generator(device=device)
-    generator.manual_seed((first + second) & 0xFFFFFFFF)
-    return generator
-
-
 if keras.backend.backend() == "torch":
     import torch
 
-    _torch_generator = torch.compiler.disable(_torch_generator)
+    @torch.compiler.disable
+    def _torch_generator(seed_generator):
+        """The `torch.Generator` that `keras.random.uniform` seeds on
+        torch: seeded with the sum of the state, as 32 bits, which steps
+        by `[0, 1]`. Reading the state is a host read, kept out of
+        compiled graphs as Keras keeps its own."""
+        state = seed_generator.state
+        first, second = state.value.tolist()
+        device = state.value.device
+        state.assign_add(
+            torch.tensor((0, 1), dtype=state.value.dtype, device=device)
+        )
+        generator = torch.Generator(device=device)
+        generator.manual_seed((first + second) & 0xFFFFFFFF)
+        return generator
 
 
 def _lowbias32(x):
