@@ -27,6 +27,9 @@ regression. Rows:
   at which the grown network first came within 1 point of the static
   network's final accuracy (within 2% of its final MSE on sine), as a
   fraction of the static network's.
+* `width growth sine budget`: the sine row growing on a budget instead of
+  on a plateau, one chunk after 10%, 20%, 30% and 40% of the run
+  (`CapacityGrowth(grow_at=[0.1, 0.2, 0.3, 0.4])`), to full width.
 * `architecture search`: one fit of the joint depth (1-3) and width (8,
   16, 32, 64) search of `benchmarks/architecture_search.py` with
   `TemperatureScheduler()`'s defaults, scored as `finalize` returns it
@@ -67,6 +70,7 @@ ROWS = [
     "mollified 7x100",
     "width growth digits",
     "width growth sine",
+    "width growth sine budget",
     "architecture search",
     "depth stacking LM",
     "width growth LM",
@@ -117,7 +121,8 @@ def worker(row, seeds):
 
     import keras_gradnets as kg
 
-    if row == "width growth sine":
+    sine = row.startswith("width growth sine")
+    if sine:
         x = np.linspace(-2 * np.pi, 2 * np.pi, 1000, dtype="float32")[:, None]
         shifted = x + (x[1, 0] - x[0, 0]) / 2
         train, val = (x, np.sin(x)), (shifted, np.sin(shifted))
@@ -135,7 +140,7 @@ def worker(row, seeds):
     steps = epochs * -(-len(train[0]) // batch)
 
     def compile_(model):
-        if row == "width growth sine":
+        if sine:
             model.compile(keras.optimizers.Adam(rate), "mse")
         else:
             model.compile(
@@ -146,7 +151,7 @@ def worker(row, seeds):
         return model
 
     def head():
-        if row == "width growth sine":
+        if sine:
             return keras.layers.Dense(1)
         return keras.layers.Dense(10, activation="softmax")
 
@@ -227,17 +232,18 @@ def worker(row, seeds):
             ]
             return mlp((64,), hidden), callbacks if family else []
         units, inputs, activation = (
-            (500, (1,), "tanh")
-            if row == "width growth sine"
-            else (100, (64,), "relu")
+            (500, (1,), "tanh") if sine else (100, (64,), "relu")
         )
-        layers = 1 if row == "width growth sine" else 2
+        layers = 1 if sine else 2
         if family:
             hidden = [
                 kg.layers.DynamicDense(units, chunks=5, activation=activation)
                 for _ in range(layers)
             ]
-            return mlp(inputs, hidden), [kg.callbacks.CapacityGrowth()]
+            growth = kg.callbacks.CapacityGrowth(
+                grow_at=[0.1, 0.2, 0.3, 0.4] if row.endswith("budget") else None
+            )
+            return mlp(inputs, hidden), [growth]
         hidden = [
             keras.layers.Dense(units, activation=activation)
             for _ in range(layers)
@@ -357,7 +363,7 @@ def main():
         "(min-max); accuracy: higher is better, MSE and loss: lower"
     )
     print(
-        f"{'row':<21}{'network':>24}{'twin':>24}{'diff':>8}"
+        f"{'row':<25}{'network':>24}{'twin':>24}{'diff':>8}"
         f"{'compute':>9}{'time':>7}  per seed: growths, chosen, or compute "
         "to within 2%"
     )
@@ -379,7 +385,7 @@ def main():
             return np.array([r[key] for r in runs if r["family"] == family])
 
         net, twin = side(True, "score"), side(False, "score")
-        digits = 4 if row.endswith(("sine", "LM")) else 3
+        digits = 4 if "sine" in row or row.endswith("LM") else 3
 
         def cell(values, digits=digits):
             return (
@@ -390,7 +396,7 @@ def main():
         compute = np.median(side(True, "compute") / side(False, "compute"))
         seconds = np.median(side(True, "seconds") / side(False, "seconds"))
         print(
-            f"{row:<21}{cell(net):>24}{cell(twin):>24}"
+            f"{row:<25}{cell(net):>24}{cell(twin):>24}"
             f"{np.median(net) - np.median(twin):>+8.{digits}f}"
             f"{compute:>9.2f}{seconds:>7.2f}  "
             + " ".join(n for r in runs if r["family"] for n in r["notes"])
