@@ -1,6 +1,7 @@
 """Overhead of keras_gradnets layers and callbacks, as measured ratios.
 
 Run: python benchmarks/overhead.py [--backends tensorflow jax torch]
+    [--rounds 15] [--only LABEL] [--jit-compile]
 
 For each backend (in its own process) every variant trains the same MLP
 (6 x Dense(256), batch 128, 50 steps an epoch) for one epoch per round (or
@@ -8,6 +9,8 @@ predicts the same data, for inference); the
 variants of a comparison run alternately in each round, and the printed
 ratio is the median over rounds of (variant time / baseline time). Fit-time
 ratios on a small, shared machine move by several percent from run to run.
+With `--jit-compile` every model compiles with `jit_compile=True` (XLA on
+TensorFlow, `torch.compile` on torch) instead of the backend's default.
 """
 
 import argparse
@@ -47,7 +50,7 @@ PAIRS = [
 ]
 
 
-def worker(rounds, only):
+def worker(rounds, only, jit_compile):
     import keras
     import numpy as np
 
@@ -65,7 +68,9 @@ def worker(rounds, only):
                 layers.append(dropout())
         layers.append(keras.layers.Dense(10))
         model = keras.Sequential(layers)
-        model.compile(keras.optimizers.SGD(0.01), "mse")
+        model.compile(
+            keras.optimizers.SGD(0.01), "mse", jit_compile=jit_compile
+        )
         return model
 
     def mixed_mlp(mix):
@@ -76,7 +81,9 @@ def worker(rounds, only):
             new = keras.layers.Dense(256, activation="relu")(h)
             h = mix(h, new)
         model = keras.Model(inputs, keras.layers.Dense(10)(h))
-        model.compile(keras.optimizers.SGD(0.01), "mse")
+        model.compile(
+            keras.optimizers.SGD(0.01), "mse", jit_compile=jit_compile
+        )
         return model
 
     class SigmoidAndDraw(keras.layers.Layer):
@@ -194,10 +201,15 @@ def main():
     parser.add_argument(
         "--only", default="", help="run the comparisons whose label has this"
     )
+    parser.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="compile every model with jit_compile=True",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.rounds, args.only)
+        worker(args.rounds, args.only, args.jit_compile or "auto")
         return
     print(
         f"{'backend':<11} {'comparison':<42} {'ratio':>6} "
@@ -214,6 +226,7 @@ def main():
                     str(args.rounds),
                     "--only",
                     args.only,
+                    *(["--jit-compile"] if args.jit_compile else []),
                 ],
                 env={**os.environ, "KERAS_BACKEND": backend},
                 capture_output=True,
