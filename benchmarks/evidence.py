@@ -43,7 +43,9 @@ regression. Rows:
   to 4 by stacking on top after a quarter of the run, grown blocks
   entering on a 200-step ramp (`--runs top --grown-gate 1 --grow-at 0.25
   --ramp-steps 200`), or against heads and feed-forward width grown from
-  a quarter (`--runs width`); the last column gives the compute at which
+  a quarter, one head and chunk more after 25%, 40% and 55% of the run
+  (`--runs width --width-grow-at 0.25 0.4 0.55`, the schedule the sweep
+  in docs/evidence.md chose); the last column gives the compute at which
   the grown model first came within 2% of its twin's final loss, as a
   fraction of the twin's.
 
@@ -82,7 +84,7 @@ LM_ROWS = {
     "depth stacking LM": dict(
         kind="top", grow_at=0.25, grown_gate=1.0, ramp_steps=200
     ),
-    "width growth LM": dict(kind="width"),
+    "width growth LM": dict(kind="width", width_grow_at=(0.25, 0.4, 0.55)),
 }
 
 
