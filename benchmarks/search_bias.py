@@ -12,8 +12,9 @@ For each seed it trains, side by side in one run:
 
 * the plain networks of every depth at full width, `--epochs` epochs each;
 * one search per `TemperatureScheduler` setting (`--settings`, each
-  `warmup:logits_scale`, `default` for a default; `0:1` is the paper's:
-  no warm-up, the logits at the weights' learning rate) for `--epochs`
+  `warmup:logits_scale[:start]`, `default` for a default; `0:1` is the
+  paper's: no warm-up, the logits at the weights' learning rate; `start`
+  is the first temperature of the decay) for `--epochs`
   epochs, then `finalize`, evaluated as it comes out and after
   `--finetune` epochs of plain training; and the chosen architecture
   retrained from scratch for `--epochs` epochs, the usual last step of an
@@ -26,7 +27,7 @@ network, how many seeds came within 1 point of it, and the collapses:
 networks below every plain network.
 
     KERAS_BACKEND=jax python benchmarks/search_bias.py [--seeds 0 1 2 3 4]
-        [--settings 0:1 default 480:10 960:default ...]
+        [--settings 0:1 default 480:10 960:default default:default:1 ...]
 """
 
 import argparse
@@ -99,13 +100,15 @@ def hidden_widths(model):
 
 
 def parse(setting):
-    """`warmup:logits_scale`, either part `default`, or `default`."""
-    warmup, scale = (setting.split(":") + ["default"])[:2]
+    """`warmup:logits_scale[:start]`, any part `default`, or `default`."""
+    warmup, scale, start = (setting.split(":") + ["default"] * 2)[:3]
     kwargs = {}
     if warmup != "default":
         kwargs["warmup_steps"] = int(warmup)
     if scale != "default":
         kwargs["logits_scale"] = float(scale)
+    if start != "default":
+        kwargs["start"] = float(start)
     return kwargs
 
 
