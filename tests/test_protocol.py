@@ -170,6 +170,35 @@ def test_assigning_state_out_of_range_is_an_error(value):
         layers.MollifiedDense(2).p.assign(1.5)
 
 
+@pytest.mark.parametrize("value", [0.25, np.float32(0.75), np.array(1.0), 1])
+def test_a_host_write_sets_the_state_the_layer_uses(value):
+    layer = layers.GReLU(name="grelu")
+    model = keras.Sequential([keras.Input((1,)), layer])
+    layer.g.assign(value)
+    assert layer.g.host_value == float(value)
+    assert _np(layer.g).dtype == np.float32
+    expected = -4.0 * (1.0 - float(value))  # g=1 is the identity.
+    assert float(_np(model(np.array([[-4.0]])))[0, 0]) == expected
+    # In a stateless scope the write is recorded, not made.
+    with keras.StatelessScope() as scope:
+        layer.g.assign(0.5)
+    assert float(_np(layer.g)) == float(value)
+    assert float(_np(scope.get_current_value(layer.g))) == 0.5
+    with pytest.raises(ValueError):
+        layer.g.assign(np.array([0.5]))
+    assert float(_np(layer.g)) == float(value)
+
+
+def test_a_host_write_sets_an_integer_capacity():
+    layer = layers.DynamicDense(8, chunks=4, initial_chunks=1)
+    model = keras.Sequential([keras.Input((3,)), layer])
+    layer.set_capacity(6, 2)
+    assert [_np(v).dtype for v in layer.non_trainable_weights] == [np.int32] * 2
+    assert [int(_np(v)) for v in layer.non_trainable_weights] == [6, 2]
+    outputs = _np(model(np.ones((1, 3))))
+    assert np.all(outputs[:, :6] != 0) and np.all(outputs[:, 6:] == 0)
+
+
 @pytest.mark.parametrize("value", [1.7, float("nan")])
 def test_finalize_names_a_state_outside_its_range_correctly(value):
     model = keras.Sequential([keras.Input((2,)), layers.GReLU(name="grelu")])
