@@ -16,6 +16,7 @@ from keras_gradnets.callbacks import MollifierScheduler
 from keras_gradnets.callbacks import StateScheduler
 from keras_gradnets.core.logs_metric import LogsMetric
 from keras_gradnets.core.state import WatchedVariable
+from keras_gradnets.core.state import write_from_host
 from tests.helpers import BACKEND
 from tests.helpers import BatchRecorder
 from tests.helpers import CrashAt
@@ -187,6 +188,23 @@ def test_a_host_write_sets_the_state_the_layer_uses(value):
     with pytest.raises(ValueError):
         layer.g.assign(np.array([0.5]))
     assert float(_np(layer.g)) == float(value)
+
+
+def test_torch_writes_host_values_in_place():
+    layer = layers.GReLU()
+    metric = LogsMetric(["a", "b"], "values")
+    on_torch = BACKEND == "torch"
+    assert write_from_host(layer.g, 0.25) is on_torch
+    assert write_from_host(metric.values, [3.0, 4.0]) is on_torch
+    assert write_from_host(metric.values, np.arange(4.0)[::-2]) is on_torch
+    if on_torch:
+        assert float(_np(layer.g)) == 0.25
+        assert list(_np(metric.values)) == [3.0, 1.0]
+    # What `assign` must do itself: record in a stateless scope, refuse a
+    # value of another shape.
+    with keras.StatelessScope():
+        assert not write_from_host(layer.g, 0.5)
+    assert not write_from_host(metric.values, [1.0])
 
 
 def test_a_host_write_sets_an_integer_capacity():

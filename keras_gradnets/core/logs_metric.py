@@ -22,6 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_gradnets.core.state import write_from_host
+
 
 class LogsMetric(keras.metrics.Metric):
     """Values a callback sets, reported as the model's metrics.
@@ -78,7 +80,8 @@ class LogsMetric(keras.metrics.Metric):
 
     def set_values(self, values):
         """Sets the values, in the order of `keys`."""
-        self.values.assign(keras.ops.convert_to_tensor(values, "float32"))
+        if not write_from_host(self.values, values):
+            self.values.assign(keras.ops.convert_to_tensor(values, "float32"))
 
     def set_table(self, rows):
         """Sets the rows of the next train steps, from the next one on.
