@@ -4,6 +4,7 @@ backbone keeps its class, task models take it, `.keras` round trips, and
 finalize gives back the original classes and configs."""
 
 import json
+import warnings
 
 import keras
 import keras_hub
@@ -21,6 +22,7 @@ RNG = np.random.default_rng(0)
 VOCABULARY = 40
 LENGTH = 8
 TINY = dict(num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16)
+TINY_VIT = dict(num_layers=2, num_heads=2, hidden_dim=8, dropout_rate=0.1)
 
 
 def _gpt2():
@@ -236,3 +238,32 @@ def test_the_registered_mixin_rebuilds_any_gradual_backbone():
     assert type(rebuilt) is type(model)
     assert isinstance(rebuilt, keras_hub.models.BertBackbone)
     assert len(_twins(rebuilt)) == len(_twins(model))
+
+
+def test_gradualize_reaches_blocks_kept_in_a_list(tmp_path):
+    # ViT's encoder keeps its blocks in a list, and each block its
+    # feed-forward path in a layer of its own.
+    original = keras_hub.models.ViTBackbone(
+        image_shape=(8, 8, 3), patch_size=4, mlp_dim=16, **TINY_VIT
+    )
+    x = RNG.normal(size=(2, 8, 8, 3)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "gradualize cannot reach")
+        model = keras_gradnets.gradualize(original, verbose=False)
+    (encoder,) = [x for x in model.layers if type(x).__name__ == "ViTEncoder"]
+    for block in encoder.encoder_layers:
+        inside = {type(twin).__name__ for twin in _twins(block)}
+        assert inside == {"GradualActivation", "GradualDropout"}
+    _set_g(model, 1.0)
+    assert_tree_close(model(x), original(x))
+    _set_g(model, 0.0)
+    assert not np.allclose(tree_numpy(model(x)), tree_numpy(original(x)))
+
+    model.save(tmp_path / "vit.keras")
+    loaded = keras.saving.load_model(tmp_path / "vit.keras")
+    assert_tree_close(loaded(x), model(x))
+    _set_g(loaded, 1.0)
+    plain = keras_gradnets.finalize(loaded)
+    assert type(plain) is keras_hub.models.ViTBackbone
+    assert _config(plain) == _config(original)
+    assert_tree_close(plain(x), original(x))

@@ -281,28 +281,79 @@ def test_gradualize_reaches_inside_a_custom_block(capsys):
 
 
 @keras.saving.register_keras_serializable(package="tests")
-class ListBlock(keras.layers.Layer):
-    """A custom block that keeps its sub-layers in a list."""
+class StackBlock(keras.layers.Layer):
+    """A custom block that keeps its sub-layers in a list, a dict or a
+    tuple (`container`), with one activation layer held twice: in the
+    container and in an attribute."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, container="list", **kwargs):
         super().__init__(**kwargs)
-        self.stack = [
-            keras.layers.Dense(4, activation="gelu", name="inner_dense"),
-            keras.layers.Dropout(0.2, name="inner_dropout"),
-        ]
+        self.container = container
+        self.act = keras.layers.Activation("tanh", name="inner_tanh")
+        dense = keras.layers.Dense(4, activation="gelu", name="inner_dense")
+        dropout = keras.layers.Dropout(0.2, name="inner_dropout")
+        if container == "dict":
+            self.stack = {"dense": dense, "act": self.act, "dropout": dropout}
+        else:
+            stack = [dense, self.act, dropout]
+            self.stack = stack if container == "list" else tuple(stack)
+
+    def sublayers(self):
+        if self.container == "dict":
+            return [self.stack[k] for k in ("dense", "act", "dropout")]
+        return list(self.stack)
 
     def build(self, input_shape):
-        self.stack[0].build(input_shape)
+        self.sublayers()[0].build(input_shape)
 
     def call(self, x, training=None):
-        return self.stack[1](self.stack[0](x), training=training)
+        dense, act, dropout = self.sublayers()
+        h = dense(x)
+        return dropout(act(h) + self.act(h), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "container": self.container}
+
+
+def _stack_model(container):
+    inputs = keras.Input((4,))
+    block = StackBlock(container, name="block")
+    return keras.Model(inputs, keras.layers.Dense(2)(block(inputs)))
+
+
+@pytest.mark.parametrize("container", ["list", "dict"])
+def test_gradualize_reaches_sub_layers_in_lists_and_dicts(container, tmp_path):
+    original = _stack_model(container)
+    x = RNG.normal(size=(3, 4)).astype("float32")
+    model = keras_gradnets.gradualize(original, verbose=False)
+    block = model.get_layer("block").layer
+    dense, act, dropout = block.sublayers()
+    assert isinstance(dense.activation, layers.GradualActivation)
+    assert isinstance(dropout, layers.GradualDropout)
+    # The layer held twice gets one twin, in both places.
+    assert isinstance(act, layers.GradualActivation)
+    assert block.act is act
+
+    _set_state(model, "g", 1.0)
+    assert_tree_close(model(x), original(x))
+    # At g=0 the block is linear and dropout-free, even in training.
+    _set_state(model, "g", 0.0)
+    linear = ops.matmul(x, dense.kernel) + dense.bias
+    head = model.layers[-1]
+    assert_tree_close(model(x, training=True), head(2 * linear), atol=1e-5)
+
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert_tree_close(loaded(x), model(x))
+    _set_state(loaded, "g", 1.0)
+    plain = keras_gradnets.finalize(loaded)
+    assert type(plain.get_layer("block")) is StackBlock
+    assert not _library_layers(plain)
+    assert_tree_close(plain(x), original(x))
 
 
 def test_gradualize_warns_naming_layers_it_cannot_reach():
-    inputs = keras.Input((4,))
-    outputs = keras.layers.Dense(2)(ListBlock(name="block")(inputs))
-    model = keras.Model(inputs, outputs)
     with pytest.warns(
-        UserWarning, match="inside layer 'block'.*inner_dense.*inner_drop"
+        UserWarning, match="inside layer 'block'.*inner_dense.*inner_tanh"
     ):
-        keras_gradnets.gradualize(model, verbose=False)
+        keras_gradnets.gradualize(_stack_model("tuple"), verbose=False)

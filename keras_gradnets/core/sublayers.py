@@ -3,17 +3,23 @@
 import keras
 
 
-def set_sublayer(owner, name, old, new):
-    """Sets `owner.<name> = new`, in `old`'s place among the sub-layers
-    `owner` tracks (so its weights keep their order), also once `owner` is
-    built. Keras's own `Dense.enable_lora` unlocks a built layer likewise."""
+def set_sublayer(owner, place, old, new):
+    """Puts `new` in `old`'s place among the sub-layers `owner` tracks (so
+    its weights keep their order), also once `owner` is built: at
+    `owner.<place>`, or, for `place = (name, key)`, at `owner.<name>[key]`,
+    an item of a list or dict. Keras's own `Dense.enable_lora` unlocks a
+    built layer likewise."""
     tracker = owner._tracker
     locked = tracker.locked
     tracker.unlock()
     try:
         if tracker.is_in_store("layers", old):
             tracker.replace_tracked_value("layers", old, new)
-        setattr(owner, name, new)
+        if isinstance(place, tuple):
+            name, key = place
+            getattr(owner, name)[key] = new
+        else:
+            setattr(owner, place, new)
     finally:
         if locked:
             tracker.lock()

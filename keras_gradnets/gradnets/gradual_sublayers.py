@@ -27,9 +27,36 @@ def converts_inside(layer, activations=True, dropout=True):
     )
 
 
+def _held(owner):
+    """Yields `(place, layer)` for each layer held in an attribute of
+    `owner` (`place` is its name) or, unless `owner` is a model, in a list
+    or dict attribute (`place` is `(name, index or key)`). The containers
+    in which Keras and torch keep every sub-layer are not places."""
+    bookkeeping = (getattr(owner, "_layers", None), vars(owner).get("_modules"))
+    for name, value in list(attributes(owner)):
+        if isinstance(value, keras.layers.Layer):
+            yield name, value
+        elif isinstance(owner, keras.Model) or any(
+            value is x for x in bookkeeping
+        ):
+            continue
+        elif isinstance(value, list):
+            items = enumerate(value)
+            yield from (((name, i), x) for i, x in items if _is_layer(x))
+        elif isinstance(value, dict):
+            items = value.items()
+            yield from (((name, k), x) for k, x in items if _is_layer(x))
+
+
+def _is_layer(value):
+    return isinstance(value, keras.layers.Layer)
+
+
 def sublayers(layer):
-    """Yields `(owner, attribute, sublayer)` for each layer held in an
-    attribute of `layer` or of its sub-layers, not inside nested models."""
+    """Yields `(owner, place, sublayer)` for each layer held by `layer` or
+    by its sub-layers, not inside nested models, where `set_sublayer(owner,
+    place, ...)` replaces it: in an attribute, a list or a dict. A layer
+    held in two places is yielded for each."""
     stack = [layer]
     seen = set()
     while stack:
@@ -37,9 +64,9 @@ def sublayers(layer):
         if id(owner) in seen:
             continue
         seen.add(id(owner))
-        for name, child in list(attributes(owner)):
-            if isinstance(child, keras.layers.Layer) and child is not owner:
-                yield owner, name, child
+        for place, child in _held(owner):
+            if child is not owner:
+                yield owner, place, child
                 if not isinstance(child, keras.Model):
                     stack.append(child)
 
@@ -51,29 +78,38 @@ def gradualize_sublayers(layer, activations=True, dropout=True):
     `GradualDropout`, an `Activation` or `ReLU` its `GReLU` or
     `GradualActivation`, and the activation fused into a `Dense`,
     `EinsumDense` or `Conv*` layer becomes that layer's `activation`,
-    computed by a twin. The code of `layer` then calls the twins where it
-    called the originals, and its weights are the originals' with each
-    twin's `g` after the weights of the layer that holds it.
+    computed by a twin. A layer held in two places gets one twin, put in
+    both. The code of `layer` then calls the twins where it called the
+    originals, and its weights are the originals' with each twin's `g`
+    after the weights of the layer that holds it.
 
     Returns:
         What changed, one string per twin, such as
         `"Dropout -> GradualDropout"`, in the order the twins were put in.
     """
     changes = []
-    for owner, name, child in list(sublayers(layer)):
+    # id(sub-layer) -> what stands in its place now: its twin, or itself.
+    placed = {}
+    for owner, place, child in list(sublayers(layer)):
+        if id(child) in placed:
+            if placed[id(child)] is not child:
+                set_sublayer(owner, place, child, placed[id(child)])
+            continue
+        placed[id(child)] = child
         if not converts_inside(child, activations, dropout):
             continue
         kind = type(child).__name__
-        if type(child) is keras.layers.Dropout:
-            twin = dropout_twin(child)
-            set_sublayer(owner, name, child, twin)
-        elif isinstance(child, FUSED):
+        if isinstance(child, FUSED):
             twin = activation_twin(child)
             set_sublayer(child, "activation", None, twin)
             kind += " activation"
         else:
-            twin = activation_twin(child)
-            set_sublayer(owner, name, child, twin)
+            if type(child) is keras.layers.Dropout:
+                twin = dropout_twin(child)
+            else:
+                twin = activation_twin(child)
+            set_sublayer(owner, place, child, twin)
+            placed[id(child)] = twin
         twin._put_inside = True
         changes.append(f"{kind} -> {type(twin).__name__}")
     return changes

@@ -309,8 +309,9 @@ def gradualize(
     anneal too: the layer is wrapped in a `GradualSublayers`, which puts
     their twins in place inside it. There sigmoids, hard sigmoids and
     capped ReLUs are kept, since the layer's code does not show whether
-    they gate; sub-layers kept in lists or inside nested models cannot be
-    reached, and a warning names them. A keras-hub backbone
+    they gate. Sub-layers held in attributes, lists and dicts (a keras-hub
+    `ViTEncoder`'s list of blocks) are reached; those in tuples or inside
+    nested models are not, and a warning names them. A keras-hub backbone
     (`GPT2Backbone`, `BertBackbone`, ...) becomes an instance of a
     subclass of its own class (`GradualGPT2Backbone`, see
     `GradualBackbone`) whose transformer blocks anneal inside, so a task
@@ -369,9 +370,9 @@ def gradualize(
         warnings.warn(
             f"gradualize cannot reach inside layer '{layer.name}' "
             f"({layer.__class__.__name__}): its sub-layers {names} stay as "
-            "they are. It reaches sub-layers held in attributes, not in "
-            "lists, dicts or nested models. Put the gradual layers in its "
-            "code, or keep its sub-layers in attributes.",
+            "they are. It reaches sub-layers held in attributes, lists and "
+            "dicts, not in tuples or nested models. Put the gradual layers "
+            "in its code, or keep its sub-layers in attributes or lists.",
             stacklevel=2,
         )
     if verbose:
