@@ -174,6 +174,12 @@ def test_gradualize_summary_names_blocks_and_kept_layers(capsys):
     assert "1 x GPT2Backbone -> GradualGPT2Backbone" in out
     assert "2 x Dense activation -> GradualActivation" in out
     assert "kept 1 layers of the graph GPT2Backbone builds" in out
+    assert "output activations" not in out
+    keras_gradnets.gradualize(_resnet())
+    out = capsys.readouterr().out
+    assert "4 x Activation -> GReLU" in out
+    assert "kept 1 output activations: stack1_block0_out" in out
+    assert "layers of the graph" not in out
 
 
 def test_gradualize_of_a_task_says_to_gradualize_its_backbone():
@@ -267,3 +273,78 @@ def test_gradualize_reaches_blocks_kept_in_a_list(tmp_path):
     assert type(plain) is keras_hub.models.ViTBackbone
     assert _config(plain) == _config(original)
     assert_tree_close(plain(x), original(x))
+
+
+def _resnet():
+    return keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 64],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        image_shape=(16, 16, 3),
+    )
+
+
+def _efficientnet():
+    return keras_hub.models.EfficientNetBackbone(
+        width_coefficient=0.25,
+        depth_coefficient=0.25,
+        stackwise_kernel_sizes=[3, 3],
+        stackwise_num_repeats=[1, 1],
+        stackwise_input_filters=[32, 16],
+        stackwise_output_filters=[16, 24],
+        stackwise_expansion_ratios=[1, 6],
+        stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
+        stackwise_strides=[1, 2],
+        stackwise_block_types=["v1", "v1"],
+        image_shape=(16, 16, 3),
+    )
+
+
+# A convnet backbone's activations are layers of the graph its class
+# builds: `Activation` layers (ResNet) and activations fused into `Conv2D`
+# layers (EfficientNet's swish; its squeeze-and-excitation sigmoids gate).
+CONVNETS = {"resnet": (_resnet, 4), "efficientnet": (_efficientnet, 6)}
+
+
+@pytest.mark.parametrize("name", sorted(CONVNETS))
+def test_a_convnet_backbone_anneals_the_activations_of_its_graph(
+    name, tmp_path
+):
+    build, converted = CONVNETS[name]
+    original = build()
+    x = RNG.normal(size=(4, 16, 16, 3)).astype("float32")
+    model = keras_gradnets.gradualize(original, verbose=False)
+    assert len(_twins(model)) == converted
+    # The backbone's output is what the task reads: its activation stays.
+    (output,) = [x for x in model.layers if x.output is model.output]
+    assert not isinstance(output.activation, GradualLayer)
+    _set_g(model, 1.0)
+    assert_tree_close(model(x), original(x))
+    _set_g(model, 0.0)
+    assert not np.allclose(tree_numpy(model(x)), tree_numpy(original(x)))
+
+    task = keras_hub.models.ImageClassifier(model, num_classes=3)
+    task.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = task.fit(
+        x,
+        RNG.integers(0, 3, (4,)),
+        epochs=3,
+        verbose=0,
+        callbacks=[GradNetScheduler(tau=2)],
+    )
+    assert history.history["g"] == [0.0, 0.5, 1.0]
+    task.save(tmp_path / "task.keras")
+    loaded = keras.saving.load_model(tmp_path / "task.keras")
+    assert_tree_close(loaded.predict(x, verbose=0), task.predict(x, verbose=0))
+
+    plain = keras_gradnets.finalize(loaded.backbone)
+    assert type(plain) is type(original)
+    assert _config(plain) == _config(original)
+    assert not _twins(plain)
+    assert_tree_close(plain(x), loaded.backbone(x))

@@ -4,6 +4,7 @@ import importlib
 
 import keras
 
+from keras_gradnets.gradnets.gradual_sublayers import gradualize_in_place
 from keras_gradnets.gradnets.gradual_sublayers import gradualize_sublayers
 from keras_gradnets.gradnets.gradual_sublayers import plain_weights
 from keras_gradnets.gradnets.gradual_sublayers import require_late
@@ -24,9 +25,14 @@ class GradualBackbone:
     dropouts and activations inside every layer of its graph (see
     `GradualSublayers`): at `g=0` each transformer block's feed-forward
     path is linear and dropout-free, at `g=1` it is the original. The
-    layers of the backbone's own graph (its embedding dropout) are kept:
-    the backbone's class builds that graph. It saves as `.keras`, and
-    `keras_gradnets.finalize` gives back the original class at `g=1`.
+    backbone's class builds its graph, so the graph's own layers stay:
+    the activations of its `Activation` layers and those fused into its
+    `Dense` and `Conv*` layers (a `ResNetBackbone`'s ReLUs, an
+    `EfficientNetBackbone`'s swish) anneal in place, computed by a twin,
+    except bounded ones (possible gates) and those whose output is the
+    backbone's; its `ReLU` and `Dropout` layers (an embedding dropout) are
+    kept. It saves as `.keras`, and `keras_gradnets.finalize` gives back
+    the original class at `g=1`.
 
     Args:
         gradualize: Dict, the options of `gradualize_sublayers`:
@@ -37,11 +43,18 @@ class GradualBackbone:
     def __init__(self, *, gradualize, **config):
         super().__init__(**config)
         self.gradualize_options = dict(gradualize)
-        self.changes = tuple(
-            change
-            for layer in self.layers
-            for change in gradualize_sublayers(layer, **gradualize)
+        # The task reads the backbone's outputs: the activations of the
+        # layers that make them are kept.
+        self.output_layer_names = tuple(
+            x._keras_history.operation.name
+            for x in keras.tree.flatten(self.outputs)
         )
+        changes = []
+        for layer in self.layers:
+            changes += gradualize_sublayers(layer, **gradualize)
+            if layer.name not in self.output_layer_names:
+                changes += gradualize_in_place(layer, gradualize["activations"])
+        self.changes = tuple(changes)
 
     @property
     def backbone_class(self):

@@ -10,6 +10,7 @@ from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.gradnets.twins import FUSED
 from keras_gradnets.gradnets.twins import activation_twin
 from keras_gradnets.gradnets.twins import dropout_twin
+from keras_gradnets.gradnets.twins import function_twin
 from keras_gradnets.gradnets.twins import has_convertible_activation
 from keras_gradnets.gradnets.twins import is_bounded
 
@@ -98,21 +99,44 @@ def gradualize_sublayers(layer, activations=True, dropout=True):
         placed[id(child)] = child
         if not converts_inside(child, activations, dropout):
             continue
-        kind = type(child).__name__
         if isinstance(child, FUSED):
-            twin = activation_twin(child)
-            set_sublayer(child, "activation", None, twin)
-            kind += " activation"
+            changes += gradualize_in_place(child, activations)
+            continue
+        if type(child) is keras.layers.Dropout:
+            twin = dropout_twin(child)
         else:
-            if type(child) is keras.layers.Dropout:
-                twin = dropout_twin(child)
-            else:
-                twin = activation_twin(child)
-            set_sublayer(owner, place, child, twin)
-            placed[id(child)] = twin
+            twin = activation_twin(child)
+        set_sublayer(owner, place, child, twin)
+        placed[id(child)] = twin
         twin._put_inside = True
-        changes.append(f"{kind} -> {type(twin).__name__}")
+        changes.append(f"{type(child).__name__} -> {type(twin).__name__}")
     return changes
+
+
+def gradualize_in_place(layer, activations=True):
+    """Puts the twin of the activation of `layer`, an `Activation` layer or
+    a layer with a fused activation (`Dense`, `EinsumDense`, `Conv*`), into
+    its `activation` attribute: for a layer that stays where it is (a
+    sub-layer, or a layer of the graph a keras-hub backbone's class
+    builds). Bounded activations are kept, as possible gates.
+
+    Returns:
+        What changed, as `gradualize_sublayers` says it: a list of one
+        string such as `"Conv2D activation -> GradualActivation"`, or an
+        empty list.
+    """
+    in_place = type(layer) is keras.layers.Activation or isinstance(
+        layer, FUSED
+    )
+    if not (in_place and converts_inside(layer, activations)):
+        return []
+    twin = function_twin(layer)
+    set_sublayer(layer, "activation", None, twin)
+    twin._put_inside = True
+    kind = type(layer).__name__
+    if isinstance(layer, FUSED):
+        kind += " activation"
+    return [f"{kind} -> {type(twin).__name__}"]
 
 
 def twins_in(layer):

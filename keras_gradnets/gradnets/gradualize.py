@@ -145,7 +145,11 @@ class _Gradualizer(Rewriter):
             self._look_inside(wrapper, [wrapper.layer])
         for old, new in self.backbones:
             self._look_inside(new, new.layers)
-            graph = [x.name for x in old.layers if self._convertible(x)]
+            kept = [x.name for x in new.layers if self._convertible(x)]
+            outputs = [x for x in kept if x in new.output_layer_names]
+            if outputs:
+                self.kept["output activations"].extend(outputs)
+            graph = [x for x in kept if x not in outputs]
             if graph:
                 self.kept[
                     f"layers of the graph {type(old).__name__} builds"
@@ -315,8 +319,12 @@ def gradualize(
     (`GPT2Backbone`, `BertBackbone`, ...) becomes an instance of a
     subclass of its own class (`GradualGPT2Backbone`, see
     `GradualBackbone`) whose transformer blocks anneal inside, so a task
-    model takes it (`keras_hub.models.GPT2CausalLM(backbone=...)`); the
-    layers of the graph its class builds (its embedding dropout) are kept.
+    model takes it (`keras_hub.models.GPT2CausalLM(backbone=...)`). The
+    layers of the graph its class builds stay: the activations of its
+    `Activation` layers and those fused into its `Dense` and `Conv*`
+    layers anneal in place (a `ResNetBackbone`'s ReLUs), except possible
+    gates and the backbone's output; its `ReLU` and `Dropout` layers (an
+    embedding dropout) are kept.
     A keras-hub task is refused: gradualize its backbone.
 
     At `g=1`, `keras_gradnets.finalize(gradualize(model))` gives back a

@@ -75,13 +75,21 @@ def activation_twin(layer):
             name=layer.name,
         )
     if isinstance(layer, FUSED):
-        name = f"{layer.name}_activation"
-        key = activation_name(layer.activation)
-        if key in _RELUS:
-            return GReLU(name=name, **_RELUS[key])
-        return GradualActivation(layer.activation, name=name)
+        return function_twin(layer)
     # An `Activation` layer, which finalize gives back as one.
     return GradualActivation(layer.activation, name=layer.name)
+
+
+def function_twin(layer):
+    """The twin of the activation function of `layer` (an `Activation`
+    layer, or one with a fused activation), to compute it in its place: a
+    `GReLU` (relu, relu6) or a `GradualActivation`, named
+    `<name>_activation`."""
+    name = f"{layer.name}_activation"
+    key = activation_name(layer.activation)
+    if key in _RELUS:
+        return GReLU(name=name, **_RELUS[key])
+    return GradualActivation(layer.activation, name=name)
 
 
 def dropout_twin(layer):
