@@ -41,16 +41,13 @@ def _held(owner):
             value is x for x in bookkeeping
         ):
             continue
-        elif isinstance(value, list):
-            items = enumerate(value)
-            yield from (((name, i), x) for i, x in items if _is_layer(x))
-        elif isinstance(value, dict):
-            items = value.items()
-            yield from (((name, k), x) for k, x in items if _is_layer(x))
-
-
-def _is_layer(value):
-    return isinstance(value, keras.layers.Layer)
+        elif isinstance(value, (list, dict)):
+            keyed = (
+                value.items() if isinstance(value, dict) else enumerate(value)
+            )
+            for key, x in keyed:
+                if isinstance(x, keras.layers.Layer):
+                    yield (name, key), x
 
 
 def sublayers(layer):
