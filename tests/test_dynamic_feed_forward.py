@@ -151,6 +151,8 @@ def test_bad_arguments():
         DynamicFeedForward(block, chunks=2, growth_init="gradmax")
     with pytest.raises(ValueError, match="dense_names"):
         DynamicFeedForward(block, chunks=2, dense_names="dense")
+    with pytest.raises(ValueError, match="gate_name"):
+        DynamicFeedForward(block, chunks=2, gate_name=3)
     with pytest.raises(ValueError, match="chunks"):
         DynamicFeedForward(block, chunks=WIDTH + 1)(keras.Input((6, 8)))
     wrapper = DynamicFeedForward(keras.layers.Dense(4), chunks=2)
@@ -183,3 +185,97 @@ def test_activation_std_reads_the_layers_inside_the_blocks(louder):
     assert growth.events[0]["layers"] == [loud.name]
     assert loud.active_units == WIDTH // 2
     assert inner[1 - louder].active_units == WIDTH // 4
+
+
+def _tokens(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, 32, size=(n, 6))
+    x = {"token_ids": tokens, "padding_mask": np.ones_like(tokens)}
+    return x, (tokens.mean(axis=1, keepdims=True) / 32).astype("float32")
+
+
+def _gated_model(backbone_class, **kwargs):
+    """A keras-hub backbone whose block, gated like Llama's, is wrapped as a
+    user would wrap it: a new block of the same config, put in its place
+    with `replace_layers`."""
+    keras.utils.set_random_seed(5)
+    backbone = backbone_class(
+        vocabulary_size=32,
+        num_layers=1,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=8,
+        intermediate_dim=WIDTH,
+    )
+    block = backbone.get_layer("transformer_layer_0")
+    wrapper = DynamicFeedForward(
+        block.__class__.from_config(block.get_config()),
+        chunks=4,
+        name="ffn",
+        **kwargs,
+    )
+    grown = kg.replace_layers(backbone, {"transformer_layer_0": wrapper})
+    x = keras.layers.GlobalAveragePooling1D()(grown.output)
+    model = keras.Model(grown.inputs, keras.layers.Dense(1)(x))
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    return model, wrapper
+
+
+def test_the_gate_of_a_gated_feed_forward_grows_with_it(tmp_path):
+    model, wrapper = _gated_model(keras_hub.models.MistralBackbone)
+    inner, gate = wrapper.intermediate_dense, wrapper.gate_dense
+    x, y = _tokens()
+    fit = dict(batch_size=8, verbose=0)
+    model.fit(x, y, epochs=1, **fit)
+    # The gate's matrix product covers the active units only.
+    assert gate.traced_capacity == inner.traced_capacity == (WIDTH // 4, 0)
+    link_dynamic_layers(model)
+    before = model.predict(x, verbose=0)
+    inner.grow()  # freezes the first chunk, in the gate too
+    assert gate.traced_capacity == (WIDTH // 2, WIDTH // 4)
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-5)
+    frozen = _np(gate.kernels[0]).copy()
+    with pytest.raises(ValueError, match=inner.name):
+        gate.set_capacity(WIDTH)
+    assert gate.traced_capacity == (WIDTH // 2, WIDTH // 4)
+    growth = CapacityGrowth(grow_at=[1])
+    history = model.fit(x, y, epochs=2, callbacks=[growth], **fit)
+    np.testing.assert_array_equal(_np(gate.kernels[0]), frozen)
+    assert gate.traced_capacity == inner.traced_capacity
+    assert inner.active_units == 3 * WIDTH // 4
+    # The gate grows with its layer, not as a layer of its own.
+    assert growth.events[0]["layers"] == [inner.name]
+    assert not [k for k in history.history if gate.name in k]
+    path = str(tmp_path / "gated.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path).get_layer("ffn")
+    assert loaded.gate_dense.traced_capacity == gate.traced_capacity
+    trained = model.predict(x, verbose=0)
+    plain = kg.finalize(model)
+    block = plain.get_layer("ffn")
+    assert type(block) is type(wrapper.layer)
+    assert block.intermediate_dim == 3 * WIDTH // 4
+    assert block._feedforward_gate_dense.kernel.shape == (8, 3 * WIDTH // 4)
+    np.testing.assert_allclose(plain.predict(x, verbose=0), trained, atol=1e-5)
+
+
+def test_a_gate_under_another_name_is_asked_for():
+    names = ("feedforward_intermediate_dense", "feedforward_output_dense")
+    with pytest.raises(ValueError, match="gate_name='feedforward_gate_dense'"):
+        _gated_model(keras_hub.models.Phi3Backbone, dense_names=names)
+    with pytest.raises(ValueError, match="gate_name"):
+        _gated_model(
+            keras_hub.models.Phi3Backbone, dense_names=names, gate_name="gate"
+        )
+    model, wrapper = _gated_model(
+        keras_hub.models.Phi3Backbone,
+        dense_names=names,
+        gate_name="feedforward_gate_dense",
+    )
+    assert wrapper.gate_dense.traced_capacity == (WIDTH // 4, 0)
+    link_dynamic_layers(model)
+    x, _ = _tokens()
+    before = model.predict(x, verbose=0)
+    wrapper.intermediate_dense.grow(freeze=False)
+    assert wrapper.gate_dense.active_units == WIDTH // 2
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-5)

@@ -9,6 +9,8 @@ from keras_gradnets.core.checks import check_choice
 from keras_gradnets.core.checks import check_number
 from keras_gradnets.core.sublayers import SublayerWrapper
 from keras_gradnets.core.sublayers import set_sublayer
+from keras_gradnets.core.walk import attributes
+from keras_gradnets.dynamic_capacity import links
 from keras_gradnets.dynamic_capacity.dynamic_dense import DynamicDense
 
 # keras-hub's `TransformerEncoder` and `TransformerDecoder` keep their
@@ -17,6 +19,8 @@ KERAS_HUB_DENSES = (
     "_feedforward_intermediate_dense",
     "_feedforward_output_dense",
 )
+# keras-hub's gated blocks (Llama, Mistral, Qwen) keep the gate here.
+KERAS_HUB_GATE = "_feedforward_gate_dense"
 
 
 @keras.saving.register_keras_serializable(package="keras_gradnets")
@@ -32,6 +36,13 @@ class DynamicFeedForward(SublayerWrapper):
     reads only the active units: both matrix products cost what the active
     width costs, and a growth re-traces the step once, as `DynamicDense`
     layers do. The rest of the block is kept.
+
+    A gated feed-forward network, `output(intermediate(x) * gate(x))` with
+    an activation on one of the two (keras-hub's Llama, Mistral and Qwen
+    blocks), has its gate layer made a `DynamicDense` too, which takes the
+    intermediate layer's capacity (active and frozen units) at each of its
+    changes: it computes only the active units, freezes what the
+    intermediate layer freezes, and is grown with it, never on its own.
 
     Growth keeps the function, as Masked Structural Growth does for the
     feed-forward width (Yao et al. 2024, section 3, "FFN"): MSG masks the
@@ -71,6 +82,12 @@ class DynamicFeedForward(SublayerWrapper):
         dense_names: Pair of attribute names of the block's feed-forward
             `Dense` layers: the one that makes the intermediate units and
             the one that reads them. Defaults to keras-hub's names.
+        gate_name: Attribute name of the block's gate `Dense` layer, for a
+            gated feed-forward network, or `None` for a block without a
+            gate. Defaults to keras-hub's name; a block with no layer
+            there has no gate, unless it holds another `Dense` layer of the
+            intermediate layer's shape: then the wrapper asks for its name
+            (or `gate_name=None`) when it is built.
         **kwargs: Base layer keyword arguments, such as `name`.
 
     Call arguments:
@@ -98,6 +115,7 @@ class DynamicFeedForward(SublayerWrapper):
         growth_init="function_preserving",
         seed=None,
         dense_names=KERAS_HUB_DENSES,
+        gate_name=KERAS_HUB_GATE,
         **kwargs,
     ):
         super().__init__(layer, **kwargs)
@@ -123,6 +141,13 @@ class DynamicFeedForward(SublayerWrapper):
                 f"{KERAS_HUB_DENSES}. Received: dense_names={dense_names!r}"
             )
         self.dense_names = tuple(dense_names)
+        if gate_name is not None and not isinstance(gate_name, str):
+            raise ValueError(
+                "Invalid value received for argument `gate_name`. Expected "
+                f"an attribute name, such as {KERAS_HUB_GATE!r}, or None. "
+                f"Received: gate_name={gate_name!r}"
+            )
+        self.gate_name = gate_name
 
     def _dense(self, name):
         dense = getattr(self.block, name, None)
@@ -136,6 +161,44 @@ class DynamicFeedForward(SublayerWrapper):
                 "feed-forward `Dense` layers as `dense_names`."
             )
         return dense
+
+    def _gate(self, intermediate, output):
+        """The block's gate `Dense` layer, or `None` for a block without
+        one."""
+        gate = getattr(self.block, self.gate_name or "", None)
+        if type(gate) is keras.layers.Dense:
+            return gate
+        if self.gate_name is None:
+            return None
+        if self.gate_name != KERAS_HUB_GATE:
+            raise ValueError(
+                f"DynamicFeedForward '{self.name}' grows the gate of the "
+                f"feed-forward network with it, but "
+                f"{self.block.__class__.__name__} '{self.block.name}' holds "
+                f"{type(gate).__name__} at `{self.gate_name}`. Pass the name "
+                "of its gate `Dense` layer as `gate_name`, or "
+                "gate_name=None for a block without a gate."
+            )
+        shape = tuple(intermediate.kernel.shape)
+        twins = [
+            name
+            for name, layer in attributes(self.block)
+            if type(layer) is keras.layers.Dense
+            and layer not in (intermediate, output)
+            and layer.built
+            and tuple(layer.kernel.shape) == shape
+        ]
+        if twins:
+            raise ValueError(
+                f"DynamicFeedForward '{self.name}': "
+                f"{self.block.__class__.__name__} '{self.block.name}' holds "
+                f"`Dense` layers of the intermediate layer's shape {shape} "
+                f"at {twins}, which may gate the feed-forward units. Pass "
+                f"gate_name='{twins[0]}' if its outputs multiply the "
+                "intermediate units (it then grows with them), or "
+                "gate_name=None if they do not."
+            )
+        return None
 
     def _dynamic(self, dense, **options):
         """A built `DynamicDense` with the size and options of `dense`."""
@@ -173,8 +236,21 @@ class DynamicFeedForward(SublayerWrapper):
             seed=self.seed,
         )
         reader = self._dynamic(output, chunks=1, seed=self.seed + 1)
+        gate = self._gate(intermediate, output)
         set_sublayer(self.block, self.dense_names[0], intermediate, grown)
         set_sublayer(self.block, self.dense_names[1], output, reader)
+        if gate is not None:
+            # Its new units are drawn; the output rows that read them start
+            # at zero through the intermediate layer's growth.
+            follower = self._dynamic(
+                gate,
+                chunks=self.chunks,
+                initial_chunks=self.initial_chunks,
+                growth_init="random",
+                seed=self.seed + 2,
+            )
+            set_sublayer(self.block, self.gate_name, gate, follower)
+            links.follow(follower, grown)
         self.built = True
 
     @property
@@ -187,6 +263,13 @@ class DynamicFeedForward(SublayerWrapper):
     def output_dense(self):
         """The `DynamicDense` that reads the active feed-forward units."""
         return getattr(self.block, self.dense_names[1])
+
+    @property
+    def gate_dense(self):
+        """The `DynamicDense` gate that takes `intermediate_dense`'s
+        capacity, or `None` for a feed-forward network without a gate."""
+        gate = getattr(self.block, self.gate_name or "", None)
+        return gate if isinstance(gate, DynamicDense) else None
 
     def finalize_block(self, config, values):
         """Sets `intermediate_dim` to the active width, and the
@@ -203,15 +286,14 @@ class DynamicFeedForward(SublayerWrapper):
         config["intermediate_dim"] = width
         numpy = ops.convert_to_numpy
         kept = {
-            intermediate: [numpy(intermediate.kernel)[:, :width]]
-            + (
-                [numpy(intermediate.bias)[:width]]
-                if intermediate.use_bias
-                else []
-            ),
-            output: [numpy(output.kernel)[:width]]
-            + ([numpy(output.bias)] if output.use_bias else []),
+            layer: [numpy(layer.kernel)[:, :width]]
+            + ([numpy(layer.bias)[:width]] if layer.use_bias else [])
+            for layer in (intermediate, self.gate_dense)
+            if layer is not None
         }
+        kept[output] = [numpy(output.kernel)[:width]] + (
+            [numpy(output.bias)] if output.use_bias else []
+        )
         # Each layer's arrays go in place of its first variable.
         for layer, arrays in kept.items():
             for i, variable in enumerate(layer.weights):
@@ -225,4 +307,5 @@ class DynamicFeedForward(SublayerWrapper):
             "growth_init": self.growth_init,
             "seed": self.seed,
             "dense_names": list(self.dense_names),
+            "gate_name": self.gate_name,
         }

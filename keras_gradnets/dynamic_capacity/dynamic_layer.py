@@ -259,7 +259,9 @@ class DynamicLayer(StatefulLayer):
         are initialized once the model is linked (`link_dynamic_layers`,
         which `CapacityGrowth` calls). Inside `fit`, call it from a
         callback after reading `self.model` (on JAX that syncs the training
-        state).
+        state). A layer that follows this one (the gate of a gated
+        `DynamicFeedForward`) takes the same capacity; a follower refuses
+        any other.
 
         Args:
             active_units: Number of units to use, a chunk boundary.
@@ -270,6 +272,15 @@ class DynamicLayer(StatefulLayer):
         if frozen_units is None:
             frozen_units = min(self.frozen_units, active_units)
         capacity = self._check_capacity(active_units, frozen_units)
+        leader = links.leader_of(self)
+        if leader is not None and capacity != leader.traced_capacity:
+            raise ValueError(
+                f"Layer '{self.name}' takes its capacity from layer "
+                f"'{leader.name}' (active and frozen units "
+                f"{leader.traced_capacity}). Call `set_capacity` or `grow` "
+                f"on '{leader.name}'. Received: active_units={active_units}, "
+                f"frozen_units={frozen_units}"
+            )
         if capacity == self._capacity_cache:
             return
         if not self.built:
@@ -290,6 +301,8 @@ class DynamicLayer(StatefulLayer):
                 for reader in links.readers_through_of(self):
                     _zero_rows_reading(reader, self.units, old_active, active)
         links.capacity_changed(self)
+        for follower in links.followers_of(self):
+            follower.set_capacity(active, frozen)
 
     def grow(self, num_chunks=1, freeze=True):
         """Activates the next `num_chunks` chunks.

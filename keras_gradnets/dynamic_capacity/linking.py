@@ -169,7 +169,9 @@ def link_dynamic_layers(model):
 
     Returns:
         The dynamic layers, `DynamicStack`s and `DynamicAttentionHeads` of
-        `model`, in model order.
+        `model`, in model order, less the layers that take their capacity
+        from another (the gate of a gated `DynamicFeedForward`): they are
+        linked, and grow with their leader.
 
     Raises:
         ValueError: if `model.optimizer` accumulates gradients, or if a
@@ -239,4 +241,4 @@ def link_dynamic_layers(model):
         # Functions traced before linking read every input of a linked
         # dynamic layer and may hold nothing: trace them again.
         links.remake_functions(model)
-    return dynamic
+    return [layer for layer in dynamic if links.leader_of(layer) is None]

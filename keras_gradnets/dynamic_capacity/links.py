@@ -6,6 +6,9 @@ module keeps, weakly:
 * for each linked dynamic layer (`link_dynamic_layers`), the models it was
   linked in, the dynamic layer it reads (its source) and the layers that
   read it through a kernel (its consumers);
+* for each dynamic layer that takes its capacity from another (the gate
+  of a gated feed-forward network from its intermediate layer), that
+  other layer, its leader;
 * for each model whose compiled functions traced dynamic layers, those
   layers and the capacity each function traced.
 
@@ -34,6 +37,8 @@ class _Links:
 
 
 _LINKS = weakref.WeakKeyDictionary()
+# follower -> its leader.
+_LEADERS = weakref.WeakKeyDictionary()
 # layer -> the compiled functions (`_CapacityGuard`s) that traced it.
 _GUARDS = weakref.WeakKeyDictionary()
 
@@ -67,6 +72,23 @@ def models_of(layer):
     """The models `layer` was linked in, that still exist."""
     links = _LINKS.get(layer)
     return [] if links is None else _alive(links.models)
+
+
+def follow(follower, leader):
+    """Records that `follower` takes `leader`'s capacity at each of its
+    changes (`DynamicLayer.set_capacity`)."""
+    _LEADERS[follower] = weakref.ref(leader)
+
+
+def leader_of(layer):
+    """The layer whose capacity `layer` takes, if any."""
+    leader = _LEADERS.get(layer)
+    return None if leader is None else leader()
+
+
+def followers_of(layer):
+    """The layers that take `layer`'s capacity."""
+    return [f for f, leader in list(_LEADERS.items()) if leader() is layer]
 
 
 def record(producer, model, consumers, dynamic_consumers, through):
