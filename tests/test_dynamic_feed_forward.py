@@ -238,6 +238,9 @@ def test_the_gate_of_a_gated_feed_forward_grows_with_it(tmp_path):
     with pytest.raises(ValueError, match=inner.name):
         gate.set_capacity(WIDTH)
     assert gate.traced_capacity == (WIDTH // 2, WIDTH // 4)
+    with pytest.raises(ValueError, match=f"layers.*{inner.name}.*instead"):
+        model.fit(x, y, callbacks=[CapacityGrowth(layers=[gate], grow_at=[1])])
+    assert gate.traced_capacity == (WIDTH // 2, WIDTH // 4)
     growth = CapacityGrowth(grow_at=[1])
     history = model.fit(x, y, epochs=2, callbacks=[growth], **fit)
     np.testing.assert_array_equal(_np(gate.kernels[0]), frozen)

@@ -15,6 +15,7 @@ from keras_gradnets.core.state import callback_state
 from keras_gradnets.core.state import set_callback_state
 from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.core.warmup import GrowthWarmup
+from keras_gradnets.dynamic_capacity import links
 from keras_gradnets.dynamic_capacity.activation_stats import activation_stats
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 from keras_gradnets.dynamic_capacity.gradmax import gradmax_readers
@@ -314,6 +315,18 @@ class CapacityGrowth(keras.callbacks.Callback):
         for layer in gradmax:
             gradmax_readers(layer)
         if self._given_layers is not None:
+            followers = {
+                x.name: links.leader_of(x).name
+                for x in self._given_layers
+                if links.leader_of(x) is not None
+            }
+            if followers:
+                raise ValueError(
+                    "Invalid value received for argument `layers`: layers "
+                    f"{list(followers)} take their capacity from layers "
+                    f"{list(followers.values())} and grow with them. Pass "
+                    "those instead."
+                )
             missing = [
                 x.name for x in self._given_layers if x not in self.layers
             ]
