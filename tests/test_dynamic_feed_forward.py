@@ -262,6 +262,12 @@ def test_the_gate_of_a_gated_feed_forward_grows_with_it(tmp_path):
     np.testing.assert_allclose(plain.predict(x, verbose=0), trained, atol=1e-5)
 
 
+def test_a_file_saved_before_gates_grew_keeps_its_gate_as_it_was():
+    config = DynamicFeedForward(BLOCKS["encoder"](), chunks=2).get_config()
+    assert config.pop("gate_name") == "_feedforward_gate_dense"
+    assert DynamicFeedForward.from_config(config).gate_name is None
+
+
 def test_a_gate_under_another_name_is_asked_for():
     names = ("feedforward_intermediate_dense", "feedforward_output_dense")
     with pytest.raises(ValueError, match="gate_name='feedforward_gate_dense'"):

@@ -309,3 +309,8 @@ class DynamicFeedForward(SublayerWrapper):
             "dense_names": list(self.dense_names),
             "gate_name": self.gate_name,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # Files saved before gates grew keep their gate a full-width `Dense`.
+        return super().from_config({"gate_name": None, **config})
