@@ -23,6 +23,48 @@ KERAS_HUB_DENSES = (
 KERAS_HUB_GATE = "_feedforward_gate_dense"
 
 
+def feed_forward_options(
+    chunks, initial_chunks, growth_init, seed, dense_names, gate_name
+):
+    """The options of `DynamicFeedForward`, checked, as its config holds
+    them: `seed` drawn if `None`, `dense_names` a list."""
+    chunks = check_number("chunks", chunks, low=1, integer=True)
+    initial_chunks = check_number(
+        "initial_chunks", initial_chunks, low=1, high=chunks, integer=True
+    )
+    growth_init = check_choice(
+        "growth_init", growth_init, ("function_preserving", "random")
+    )
+    if seed is None:
+        # Drawn like `DynamicDense`'s, then saved in the config.
+        seed = random.randint(1, 10**9)
+    seed = check_number("seed", seed, low=0, integer=True)
+    if (
+        not isinstance(dense_names, (list, tuple))
+        or len(dense_names) != 2
+        or not all(isinstance(x, str) for x in dense_names)
+    ):
+        raise ValueError(
+            "Invalid value received for argument `dense_names`. "
+            "Expected a pair of attribute names, such as "
+            f"{KERAS_HUB_DENSES}. Received: dense_names={dense_names!r}"
+        )
+    if gate_name is not None and not isinstance(gate_name, str):
+        raise ValueError(
+            "Invalid value received for argument `gate_name`. Expected "
+            f"an attribute name, such as {KERAS_HUB_GATE!r}, or None. "
+            f"Received: gate_name={gate_name!r}"
+        )
+    return {
+        "chunks": chunks,
+        "initial_chunks": initial_chunks,
+        "growth_init": growth_init,
+        "seed": seed,
+        "dense_names": list(dense_names),
+        "gate_name": gate_name,
+    }
+
+
 @keras.saving.register_keras_serializable(package="keras_gradnets")
 class DynamicFeedForward(SublayerWrapper):
     """A transformer block whose feed-forward width grows during `fit`.
@@ -119,35 +161,15 @@ class DynamicFeedForward(SublayerWrapper):
         **kwargs,
     ):
         super().__init__(layer, **kwargs)
-        self.chunks = check_number("chunks", chunks, low=1, integer=True)
-        self.initial_chunks = check_number(
-            "initial_chunks", initial_chunks, low=1, high=chunks, integer=True
+        options = feed_forward_options(
+            chunks, initial_chunks, growth_init, seed, dense_names, gate_name
         )
-        self.growth_init = check_choice(
-            "growth_init", growth_init, ("function_preserving", "random")
-        )
-        if seed is None:
-            # Drawn like `DynamicDense`'s, then saved in the config.
-            seed = random.randint(1, 10**9)
-        self.seed = check_number("seed", seed, low=0, integer=True)
-        if (
-            not isinstance(dense_names, (list, tuple))
-            or len(dense_names) != 2
-            or not all(isinstance(x, str) for x in dense_names)
-        ):
-            raise ValueError(
-                "Invalid value received for argument `dense_names`. "
-                "Expected a pair of attribute names, such as "
-                f"{KERAS_HUB_DENSES}. Received: dense_names={dense_names!r}"
-            )
-        self.dense_names = tuple(dense_names)
-        if gate_name is not None and not isinstance(gate_name, str):
-            raise ValueError(
-                "Invalid value received for argument `gate_name`. Expected "
-                f"an attribute name, such as {KERAS_HUB_GATE!r}, or None. "
-                f"Received: gate_name={gate_name!r}"
-            )
-        self.gate_name = gate_name
+        self.chunks = options["chunks"]
+        self.initial_chunks = options["initial_chunks"]
+        self.growth_init = options["growth_init"]
+        self.seed = options["seed"]
+        self.dense_names = tuple(options["dense_names"])
+        self.gate_name = options["gate_name"]
 
     def _dense(self, name):
         dense = getattr(self.block, name, None)
@@ -239,6 +261,7 @@ class DynamicFeedForward(SublayerWrapper):
         gate = self._gate(intermediate, output)
         set_sublayer(self.block, self.dense_names[0], intermediate, grown)
         set_sublayer(self.block, self.dense_names[1], output, reader)
+        links.read_inside(grown, reader)
         if gate is not None:
             # Its new units are drawn; the output rows that read them start
             # at zero through the intermediate layer's growth.

@@ -16,9 +16,6 @@ from keras_gradnets.dynamic_capacity import links
 from keras_gradnets.dynamic_capacity.dynamic_attention_heads import (
     DynamicAttentionHeads,
 )
-from keras_gradnets.dynamic_capacity.dynamic_feed_forward import (
-    DynamicFeedForward,
-)
 from keras_gradnets.dynamic_capacity.dynamic_layer import DynamicLayer
 from keras_gradnets.dynamic_capacity.dynamic_stack import DynamicStack
 
@@ -115,10 +112,9 @@ def dynamic_readers(model):
     """
     readers_of = {}
     for submodel in walk_layers(model):
-        if isinstance(submodel, DynamicFeedForward) and submodel.built:
-            # Inside the block's own code, which no graph records.
-            pair = (submodel.intermediate_dense, submodel.output_dense)
-            readers_of.setdefault(pair[0], []).append(pair[1])
+        reader = links.inner_reader_of(submodel)
+        if reader is not None:
+            readers_of.setdefault(submodel, []).append(reader)
         if not isinstance(submodel, keras.Model):
             continue
         for layer, reader in reader_pairs(submodel):

@@ -9,6 +9,9 @@ module keeps, weakly:
 * for each dynamic layer that takes its capacity from another (the gate
   of a gated feed-forward network from its intermediate layer), that
   other layer, its leader;
+* for each dynamic layer read inside a block's own code, which no graph
+  records (a transformer block's intermediate feed-forward layer), the
+  layer that reads it;
 * for each model whose compiled functions traced dynamic layers, those
   layers and the capacity each function traced.
 
@@ -39,6 +42,8 @@ class _Links:
 _LINKS = weakref.WeakKeyDictionary()
 # follower -> its leader.
 _LEADERS = weakref.WeakKeyDictionary()
+# layer -> the layer that reads it inside a block's code.
+_INNER_READERS = weakref.WeakKeyDictionary()
 # layer -> the compiled functions (`_CapacityGuard`s) that traced it.
 _GUARDS = weakref.WeakKeyDictionary()
 
@@ -89,6 +94,18 @@ def leader_of(layer):
 def followers_of(layer):
     """The layers that take `layer`'s capacity."""
     return [f for f, leader in list(_LEADERS.items()) if leader() is layer]
+
+
+def read_inside(producer, reader):
+    """Records that `reader` reads `producer`'s units inside the code of
+    the block that holds both, where no model's graph shows it."""
+    _INNER_READERS[producer] = weakref.ref(reader)
+
+
+def inner_reader_of(layer):
+    """The layer that reads `layer` inside a block's code, if any."""
+    reader = _INNER_READERS.get(layer)
+    return None if reader is None else reader()
 
 
 def record(producer, model, consumers, dynamic_consumers, through):

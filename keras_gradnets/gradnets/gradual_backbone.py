@@ -1,20 +1,17 @@
 """A keras-hub backbone whose transformer blocks anneal, keeping its class."""
 
-import importlib
-
 import keras
 
+from keras_gradnets.core.backbone import BackboneMixin
+from keras_gradnets.core.backbone import mixed_from_config
 from keras_gradnets.gradnets.gradual_sublayers import gradualize_in_place
 from keras_gradnets.gradnets.gradual_sublayers import gradualize_sublayers
 from keras_gradnets.gradnets.gradual_sublayers import plain_weights
 from keras_gradnets.gradnets.gradual_sublayers import require_late
 
-# A backbone class -> its gradual subclass.
-_SUBCLASSES = {}
-
 
 @keras.saving.register_keras_serializable(package="keras_gradnets")
-class GradualBackbone:
+class GradualBackbone(BackboneMixin):
     """Mixed into a keras-hub backbone class: its blocks anneal inside.
 
     `gradualize(backbone)` returns an instance of `Gradual<Class>`, a
@@ -56,36 +53,15 @@ class GradualBackbone:
                 changes += gradualize_in_place(layer, gradualize["activations"])
         self.changes = tuple(changes)
 
-    @property
-    def backbone_class(self):
-        """The keras-hub class this backbone is a gradual version of."""
-        return self.__class__.__bases__[1]
-
     def finalized_layers(self):
         """The backbone as its own class at `g=1`, with its weights."""
         require_late(self, self)
-        config = super().get_config()
-        plain = self.backbone_class.from_config(config)
+        plain = self.backbone_class.from_config(self.backbone_config())
         plain.set_weights(plain_weights(self))
         return [plain]
 
     def get_config(self):
-        base = self.backbone_class
-        return {
-            **super().get_config(),
-            "gradualize": self.gradualize_options,
-            "backbone_class": {
-                "module": base.__module__,
-                "class_name": base.__name__,
-            },
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        spec = config.pop("backbone_class")
-        module = importlib.import_module(spec["module"])
-        return _from_config(getattr(module, spec["class_name"]), config)
+        return {**super().get_config(), "gradualize": self.gradualize_options}
 
 
 def gradual_backbone(backbone, gradualize):
@@ -93,24 +69,4 @@ def gradual_backbone(backbone, gradualize):
     and `gradualize` (the options of `gradualize_sublayers`), with new
     weights: set the backbone's with `weights_with_states`."""
     config = {**backbone.get_config(), "gradualize": gradualize}
-    return _from_config(type(backbone), config)
-
-
-def _from_config(base, config):
-    # The backbone class's own `from_config`, for its gradual subclass.
-    return base.from_config.__func__(gradual_backbone_class(base), config)
-
-
-def gradual_backbone_class(base):
-    """The subclass of the backbone class `base` that mixes in
-    `GradualBackbone`, registered for `.keras` files."""
-    if base not in _SUBCLASSES:
-        subclass = type(
-            f"Gradual{base.__name__}",
-            (GradualBackbone, base),
-            {"__module__": __name__},
-        )
-        _SUBCLASSES[base] = keras.saving.register_keras_serializable(
-            package="keras_gradnets", name="GradualBackbone"
-        )(subclass)
-    return _SUBCLASSES[base]
+    return mixed_from_config(GradualBackbone, type(backbone), config)
