@@ -5,6 +5,7 @@ from keras_gradnets import callbacks
 from keras_gradnets import layers
 from keras_gradnets import plotting
 from keras_gradnets import schedules
+from keras_gradnets.dynamic_capacity.dynamic_backbone import growing_backbone
 from keras_gradnets.finalize import finalize
 from keras_gradnets.gradnets.gradualize import gradualize
 from keras_gradnets.insert import insert_after
@@ -17,6 +18,7 @@ __all__ = [
     "callbacks",
     "finalize",
     "gradualize",
+    "growing_backbone",
     "insert_after",
     "replace_layers",
     "layers",

@@ -12,6 +12,7 @@ from keras_gradnets.dropin.resize import Resize
 from keras_gradnets.dynamic_capacity.dynamic_attention_heads import (
     DynamicAttentionHeads,
 )
+from keras_gradnets.dynamic_capacity.dynamic_backbone import DynamicBackbone
 from keras_gradnets.dynamic_capacity.dynamic_conv import DynamicConv2D
 from keras_gradnets.dynamic_capacity.dynamic_dense import DynamicDense
 from keras_gradnets.dynamic_capacity.dynamic_feed_forward import (
@@ -54,6 +55,7 @@ __all__ = [
     "ConcreteWidth",
     "DropIn",
     "DynamicAttentionHeads",
+    "DynamicBackbone",
     "DynamicConv2D",
     "DynamicDense",
     "DynamicFeedForward",
