@@ -25,6 +25,16 @@ def set_sublayer(owner, place, old, new):
             tracker.lock()
 
 
+def finalized_weights(weights, wrappers, config):
+    """The arrays a plain layer takes in place of `weights`, in order, as
+    the `finalize_block(config, values)` of each of `wrappers` maps them
+    (see `SublayerWrapper`); `config` is edited in place."""
+    values = {id(v): [keras.ops.convert_to_numpy(v).copy()] for v in weights}
+    for wrapper in wrappers:
+        wrapper.finalize_block(config, values)
+    return [a for v in weights for a in values[id(v)]]
+
+
 class SublayerWrapper(keras.layers.Wrapper):
     """A wrapper that changes the sub-layers of the layer it wraps.
 
@@ -86,15 +96,11 @@ class SublayerWrapper(keras.layers.Wrapper):
         # `finalize_block` sets top-level keys of the config.
         spec = dict(chain[-1]._layer_config)
         spec["config"] = dict(spec["config"])
-        values = {
-            id(v): [keras.ops.convert_to_numpy(v).copy()] for v in block.weights
-        }
-        for wrapper in chain:
-            wrapper.finalize_block(spec["config"], values)
+        weights = finalized_weights(block.weights, chain, spec["config"])
         plain = keras.saving.deserialize_keras_object(spec)
         if not plain.built:  # keras-hub blocks build from their config.
             plain.build_from_config(block.get_build_config())
-        plain.set_weights([a for v in block.weights for a in values[id(v)]])
+        plain.set_weights(weights)
         return [plain]
 
     def call(self, inputs, *args, **kwargs):

@@ -6,6 +6,7 @@ import keras
 
 from keras_gradnets.core.backbone import BackboneMixin
 from keras_gradnets.core.backbone import mixed_from_config
+from keras_gradnets.core.sublayers import finalized_weights
 from keras_gradnets.core.walk import walk_layers
 from keras_gradnets.dynamic_capacity.dynamic_feed_forward import (
     KERAS_HUB_DENSES,
@@ -101,13 +102,9 @@ class DynamicBackbone(BackboneMixin):
                 "grow them one by one until each has the same width."
             )
         config = self.backbone_config()
-        values = {
-            id(v): [keras.ops.convert_to_numpy(v).copy()] for v in self.weights
-        }
-        for wrapper in wrappers:
-            wrapper.finalize_block(config, values)
+        weights = finalized_weights(self.weights, wrappers, config)
         plain = self.backbone_class.from_config(config)
-        plain.set_weights([a for v in self.weights for a in values[id(v)]])
+        plain.set_weights(weights)
         return [plain]
 
     def get_config(self):
